@@ -1,0 +1,312 @@
+//! The HTTPS GET to the tokeninfo endpoint.
+//!
+//! A blocking `ureq` agent over `rustls` (ring), verified against the system
+//! CA store or a `cafile=`. No async runtime, no extra threads (ureq spawns a
+//! short-lived thread only to bound a DNS lookup by the connect timeout).
+//! Agents are cached per (cafile, timeouts) for [`AGENT_TTL`], so a
+//! long-lived process (pgbouncer) reuses parsed roots and keep-alive
+//! connections, and still picks up CA changes.
+
+use std::collections::HashMap;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use ureq::Agent;
+use ureq::tls::{Certificate, PemItem, RootCerts, TlsConfig, TlsProvider};
+
+use crate::config::Config;
+
+/// How long a cached agent (its roots and idle connections) is reused.
+pub const AGENT_TTL: Duration = Duration::from_secs(300);
+/// Largest CA file read.
+const MAX_CAFILE: u64 = 4 * 1024 * 1024;
+/// Cap on distinct cached agents (distinct module configurations).
+const MAX_AGENTS: usize = 16;
+
+/// Errors talking to the tokeninfo endpoint. Messages never contain the
+/// request URL (it carries the token) nor the answer body.
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    #[error("cannot read cafile {path}: {source}")]
+    CaFileRead {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cafile {0} is larger than 4 MiB")]
+    CaFileTooLarge(PathBuf),
+    #[error("cafile {0} holds no usable PEM certificate")]
+    CaFileEmpty(PathBuf),
+    #[error("no CA certificates found in the system store")]
+    NoSystemRoots,
+    #[error("tokeninfo answered HTTP {0}")]
+    Status(u16),
+    #[error("tokeninfo answer is larger than {0} bytes")]
+    TooLarge(u64),
+    #[error("request timed out ({0})")]
+    Timeout(String),
+    #[error("cannot resolve the tokeninfo host")]
+    HostNotFound,
+    #[error("cannot connect to the tokeninfo host")]
+    ConnectionFailed,
+    #[error("TLS error: {0}")]
+    Tls(String),
+    #[error("I/O error: {0}")]
+    Io(String),
+    #[error("HTTP error: {0}")]
+    Http(String),
+}
+
+impl FetchError {
+    /// Whether this is a local setup problem rather than the endpoint's.
+    pub fn is_setup(&self) -> bool {
+        matches!(
+            self,
+            FetchError::CaFileRead { .. }
+                | FetchError::CaFileTooLarge(_)
+                | FetchError::CaFileEmpty(_)
+                | FetchError::NoSystemRoots
+        )
+    }
+}
+
+/// Everything an agent depends on.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct AgentKey {
+    cafile: Option<PathBuf>,
+    connect_timeout: Duration,
+    timeout: Duration,
+}
+
+impl AgentKey {
+    fn of(config: &Config) -> AgentKey {
+        AgentKey {
+            cafile: config.cafile.clone(),
+            connect_timeout: config.connect_timeout,
+            timeout: config.timeout,
+        }
+    }
+}
+
+struct Cached {
+    agent: Agent,
+    born: Instant,
+}
+
+fn cache() -> &'static Mutex<HashMap<AgentKey, Cached>> {
+    static CACHE: OnceLock<Mutex<HashMap<AgentKey, Cached>>> = OnceLock::new();
+    CACHE.get_or_init(|| Mutex::new(HashMap::new()))
+}
+
+/// A cached agent for `config`, building one if needed.
+pub fn shared_agent(config: &Config) -> Result<Agent, FetchError> {
+    let key = AgentKey::of(config);
+    {
+        let map = cache().lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(c) = map.get(&key) {
+            if c.born.elapsed() < AGENT_TTL {
+                return Ok(c.agent.clone());
+            }
+        }
+    }
+    // Built outside the lock: reading the CA store takes a few ms.
+    let agent = new_agent(config)?;
+    let mut map = cache().lock().unwrap_or_else(|e| e.into_inner());
+    map.retain(|_, c| c.born.elapsed() < AGENT_TTL);
+    if map.len() >= MAX_AGENTS {
+        map.clear();
+    }
+    map.insert(
+        key,
+        Cached {
+            agent: agent.clone(),
+            born: Instant::now(),
+        },
+    );
+    Ok(agent)
+}
+
+/// Drop all cached agents (tests and benchmarks use this to measure cold
+/// starts).
+pub fn clear_agent_cache() {
+    cache().lock().unwrap_or_else(|e| e.into_inner()).clear();
+}
+
+fn crypto_provider() -> Arc<rustls::crypto::CryptoProvider> {
+    static PROVIDER: OnceLock<Arc<rustls::crypto::CryptoProvider>> = OnceLock::new();
+    PROVIDER
+        .get_or_init(|| Arc::new(rustls::crypto::ring::default_provider()))
+        .clone()
+}
+
+/// The trusted roots: the cafile's certificates, or the system store.
+pub fn root_certs(cafile: Option<&Path>) -> Result<Vec<Certificate<'static>>, FetchError> {
+    match cafile {
+        Some(path) => load_cafile(path),
+        None => {
+            let found = rustls_native_certs::load_native_certs();
+            let certs: Vec<_> = found
+                .certs
+                .iter()
+                .map(|der| Certificate::from_der(der.as_ref()).to_owned())
+                .collect();
+            if certs.is_empty() {
+                return Err(FetchError::NoSystemRoots);
+            }
+            Ok(certs)
+        }
+    }
+}
+
+fn load_cafile(path: &Path) -> Result<Vec<Certificate<'static>>, FetchError> {
+    let read_err = |source| FetchError::CaFileRead {
+        path: path.to_owned(),
+        source,
+    };
+    let file = std::fs::File::open(path).map_err(read_err)?;
+    let mut pem = Vec::new();
+    file.take(MAX_CAFILE + 1)
+        .read_to_end(&mut pem)
+        .map_err(read_err)?;
+    if pem.len() as u64 > MAX_CAFILE {
+        return Err(FetchError::CaFileTooLarge(path.to_owned()));
+    }
+    let certs: Vec<_> = ureq::tls::parse_pem(&pem)
+        .filter_map(|item| match item {
+            Ok(PemItem::Certificate(c)) => Some(c),
+            _ => None,
+        })
+        .collect();
+    if certs.is_empty() {
+        return Err(FetchError::CaFileEmpty(path.to_owned()));
+    }
+    Ok(certs)
+}
+
+/// A fresh agent for `config` (roots loaded now).
+pub fn new_agent(config: &Config) -> Result<Agent, FetchError> {
+    let roots = root_certs(config.cafile.as_deref())?;
+    Ok(agent_with_roots(config, roots))
+}
+
+/// A fresh agent trusting exactly `roots`, with the module's HTTP settings.
+pub fn agent_with_roots(config: &Config, roots: Vec<Certificate<'static>>) -> Agent {
+    let tls = TlsConfig::builder()
+        .provider(TlsProvider::Rustls)
+        .unversioned_rustls_crypto_provider(crypto_provider())
+        .root_certs(RootCerts::Specific(Arc::new(roots)))
+        .build();
+    Agent::config_builder()
+        .tls_config(tls)
+        .https_only(true)
+        .http_status_as_error(false)
+        .max_redirects(0)
+        .timeout_global(Some(config.timeout))
+        .timeout_resolve(Some(config.connect_timeout))
+        .timeout_connect(Some(config.connect_timeout))
+        .max_idle_connections(8)
+        .max_idle_connections_per_host(4)
+        .max_idle_age(Duration::from_secs(30))
+        .user_agent(concat!("spilo-pam-oauth2/", env!("CARGO_PKG_VERSION")))
+        .accept("application/json")
+        .build()
+        .new_agent()
+}
+
+/// GET `url` (which already carries the token) and return the body of a
+/// 2xx answer, at most `max_body` bytes.
+pub fn fetch(agent: &Agent, url: &str, max_body: u64) -> Result<Vec<u8>, FetchError> {
+    let mut response = agent.get(url).call().map_err(classify)?;
+    let status = response.status().as_u16();
+    if !(200..300).contains(&status) {
+        return Err(FetchError::Status(status));
+    }
+    response
+        .body_mut()
+        .with_config()
+        .limit(max_body)
+        .read_to_vec()
+        .map_err(classify)
+}
+
+/// Map a ureq error to a message that is safe to log: variants that carry
+/// the URL are reduced to their kind.
+fn classify(e: ureq::Error) -> FetchError {
+    use ureq::Error as E;
+    match e {
+        E::StatusCode(c) => FetchError::Status(c),
+        E::BodyExceedsLimit(n) => FetchError::TooLarge(n),
+        E::Timeout(t) => FetchError::Timeout(t.to_string()),
+        E::HostNotFound => FetchError::HostNotFound,
+        E::ConnectionFailed => FetchError::ConnectionFailed,
+        E::Rustls(e) => FetchError::Tls(e.to_string()),
+        E::Tls(s) => FetchError::Tls(s.to_owned()),
+        E::Pem(_) => FetchError::Tls("bad PEM".to_owned()),
+        E::Io(e) => io_error(&e),
+        E::RequireHttpsOnly(_) => FetchError::Http("only https URLs are allowed".to_owned()),
+        E::BadUri(_) => FetchError::Http("invalid URL".to_owned()),
+        E::Http(_) => FetchError::Http("invalid request".to_owned()),
+        E::Protocol(p) => FetchError::Http(format!("protocol error: {p}")),
+        E::LargeResponseHeader(..) => FetchError::Http("response header too large".to_owned()),
+        E::TooManyRedirects | E::RedirectFailed => {
+            FetchError::Http("redirects are not followed".to_owned())
+        }
+        _ => FetchError::Http("request failed".to_owned()),
+    }
+}
+
+/// An I/O error: rustls errors wrapped in io::Error are unwrapped so
+/// certificate problems read as such.
+fn io_error(e: &std::io::Error) -> FetchError {
+    if let Some(tls) = e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
+        return FetchError::Tls(tls.to_string());
+    }
+    FetchError::Io(e.to_string())
+}
+
+/// Percent-encode everything but RFC 3986 unreserved characters.
+pub fn url_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() * 3);
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(char::from(b));
+        } else {
+            out.push('%');
+            out.push(char::from(HEX[usize::from(b >> 4)]));
+            out.push(char::from(HEX[usize::from(b & 0xf)]));
+        }
+    }
+    out
+}
+
+const HEX: &[u8; 16] = b"0123456789ABCDEF";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn encodes_reserved() {
+        assert_eq!(url_encode("aZ09-._~"), "aZ09-._~");
+        assert_eq!(url_encode("a+b/c=d&e f"), "a%2Bb%2Fc%3Dd%26e%20f");
+        assert_eq!(url_encode("é"), "%C3%A9");
+        assert_eq!(url_encode(""), "");
+    }
+
+    #[test]
+    fn cafile_errors() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let missing = dir.path().join("missing.pem");
+        assert!(matches!(
+            load_cafile(&missing),
+            Err(FetchError::CaFileRead { .. })
+        ));
+        let empty = dir.path().join("empty.pem");
+        std::fs::write(&empty, "not a pem").expect("write");
+        assert!(matches!(
+            load_cafile(&empty),
+            Err(FetchError::CaFileEmpty(_))
+        ));
+    }
+}

@@ -1,0 +1,215 @@
+//! The one place the environment is read: a snapshot of the variables and
+//! their typed view (envy), plus the parsers every other module uses.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+
+use super::error::ConfigError;
+
+/// A snapshot of the environment. Everything after this works on values,
+/// so tests build one from a list instead of touching the process.
+#[derive(Debug, Clone, Default)]
+pub struct Env {
+    vars: BTreeMap<String, String>,
+}
+
+impl Env {
+    pub fn from_process() -> Self {
+        Self::from_pairs(std::env::vars_os().filter_map(|(k, v)| {
+            Some((k.into_string().ok()?, v.into_string().ok()?))
+        }))
+    }
+
+    pub fn from_pairs<K: Into<String>, V: Into<String>>(
+        pairs: impl IntoIterator<Item = (K, V)>,
+    ) -> Self {
+        Env {
+            vars: pairs
+                .into_iter()
+                .map(|(k, v)| (k.into(), v.into()))
+                .collect(),
+        }
+    }
+
+    /// Parses a `KEY=VALUE` per line file (comments with `#`), as the
+    /// operator fixtures are written.
+    pub fn from_env_file(text: &str) -> Self {
+        Self::from_pairs(text.lines().filter_map(|line| {
+            let line = line.trim_start();
+            if line.starts_with('#') {
+                return None;
+            }
+            let (k, v) = line.split_once('=')?;
+            Some((k.trim().to_owned(), v.to_owned()))
+        }))
+    }
+
+    /// The typed view of the known variables.
+    pub fn vars(&self) -> Result<Vars, ConfigError> {
+        envy::from_iter(self.vars.clone()).map_err(|e| ConfigError::Inconsistent {
+            var: "environment".into(),
+            reason: e.to_string(),
+        })
+    }
+
+    /// Every variable, for the prefix-driven rules (DCS parameters).
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.vars.iter().map(|(k, v)| (k.as_str(), v.as_str()))
+    }
+
+    /// A variable's value when it is set and not empty.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.vars
+            .get(name)
+            .map(String::as_str)
+            .filter(|v| !v.is_empty())
+    }
+}
+
+/// The Spilo variables as strings; parsing and validation happen in the
+/// concern modules, which know what each value means.
+#[derive(Debug, Default, Deserialize)]
+pub struct Vars {
+    pub pghome: Option<String>,
+    pub pgroot: Option<String>,
+    pub pgdata: Option<String>,
+    pub pglog: Option<String>,
+    pub rw_dir: Option<String>,
+    pub wale_env_dir: Option<String>,
+    pub log_env_dir: Option<String>,
+
+    pub scope: Option<String>,
+    pub hostname: Option<String>,
+    pub pod_ip: Option<String>,
+    pub pod_namespace: Option<String>,
+    pub pgport: Option<String>,
+    pub apiport: Option<String>,
+    pub restapi_connect_address: Option<String>,
+    pub pg_connect_address: Option<String>,
+
+    pub kubernetes_service_host: Option<String>,
+    pub dcs_enable_kubernetes_api: Option<String>,
+    pub kubernetes_labels: Option<String>,
+    pub kubernetes_bootstrap_labels: Option<String>,
+    pub kubernetes_scope_label: Option<String>,
+    pub kubernetes_role_label: Option<String>,
+    pub kubernetes_leader_label_value: Option<String>,
+    pub kubernetes_standby_leader_label_value: Option<String>,
+    pub kubernetes_use_configmaps: Option<String>,
+
+    pub pgversion: Option<String>,
+
+    pub pguser_superuser: Option<String>,
+    pub pgpassword_superuser: Option<String>,
+    pub pguser_standby: Option<String>,
+    pub pgpassword_standby: Option<String>,
+    pub pguser_admin: Option<String>,
+    pub pgpassword_admin: Option<String>,
+    pub human_role: Option<String>,
+    pub pam_oauth2: Option<String>,
+    pub allow_nossl: Option<String>,
+
+    pub ssl_certificate_file: Option<String>,
+    pub ssl_private_key_file: Option<String>,
+    pub ssl_ca_file: Option<String>,
+    pub ssl_crl_file: Option<String>,
+    pub ssl_certificate: Option<String>,
+    pub ssl_private_key: Option<String>,
+    pub ssl_ca: Option<String>,
+    pub ssl_crl: Option<String>,
+    pub ssl_restapi_certificate_file: Option<String>,
+    pub ssl_restapi_private_key_file: Option<String>,
+    pub ssl_restapi_ca_file: Option<String>,
+    pub ssl_restapi_certificate: Option<String>,
+    pub ssl_restapi_private_key: Option<String>,
+    pub ssl_restapi_ca: Option<String>,
+
+    pub initdb_locale: Option<String>,
+    pub spilo_configuration: Option<String>,
+    pub patroni_configuration: Option<String>,
+
+    pub pgbouncer_configuration: Option<String>,
+    pub pgbouncer_authentication: Option<String>,
+    pub pgbouncer_auth: Option<String>,
+}
+
+/// Treats an empty value like an unset one, as Spilo's shell heritage does.
+pub fn set(value: &Option<String>) -> Option<&str> {
+    value.as_deref().filter(|v| !v.is_empty())
+}
+
+/// Booleans are true only for true/yes/on/1 and false only for
+/// false/no/off/0 (any case) or empty; anything else is an error rather
+/// than Spilo's "any non-empty value is true".
+pub fn parse_bool(var: &str, value: &Option<String>) -> Result<bool, ConfigError> {
+    let Some(raw) = set(value) else {
+        return Ok(false);
+    };
+    match raw.trim().to_ascii_lowercase().as_str() {
+        "true" | "yes" | "on" | "1" => Ok(true),
+        "false" | "no" | "off" | "0" => Ok(false),
+        _ => Err(ConfigError::invalid(
+            var,
+            raw,
+            "not a boolean (use true/yes/on/1 or false/no/off/0)",
+        )),
+    }
+}
+
+/// A TCP port, 1 to 65535.
+pub fn parse_port(var: &str, value: &Option<String>, default: u16) -> Result<u16, ConfigError> {
+    match set(value) {
+        None => Ok(default),
+        Some(raw) => match raw.trim().parse::<u16>() {
+            Ok(port) if port > 0 => Ok(port),
+            _ => Err(ConfigError::invalid(
+                var,
+                raw,
+                "not a TCP port number (1-65535)",
+            )),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn some(s: &str) -> Option<String> {
+        Some(s.to_owned())
+    }
+
+    #[test]
+    fn booleans_are_strict() {
+        for t in ["true", "TRUE", "Yes", "on", "ON", "1", " true "] {
+            assert!(parse_bool("X", &some(t)).unwrap(), "{t}");
+        }
+        for f in ["false", "False", "no", "off", "0", ""] {
+            assert!(!parse_bool("X", &some(f)).unwrap(), "{f}");
+        }
+        assert!(!parse_bool("X", &None).unwrap());
+        let err = parse_bool("ALLOW_NOSSL", &some("maybe")).unwrap_err();
+        assert!(err.to_string().starts_with("ALLOW_NOSSL=maybe: not a boolean"));
+    }
+
+    #[test]
+    fn ports_are_checked() {
+        assert_eq!(parse_port("PGPORT", &None, 5432).unwrap(), 5432);
+        assert_eq!(parse_port("PGPORT", &some("6432"), 5432).unwrap(), 6432);
+        for bad in ["0", "70000", "-1", "abc", "5432x"] {
+            let err = parse_port("PGPORT", &some(bad), 5432).unwrap_err();
+            assert!(err.to_string().starts_with(&format!("PGPORT={bad}:")));
+        }
+    }
+
+    #[test]
+    fn env_files_parse_like_the_fixtures() {
+        let env = Env::from_env_file("# comment\nA=1\nB={\"x\": \"=\"}\n\nC=\n");
+        assert_eq!(env.get("A"), Some("1"));
+        assert_eq!(env.get("B"), Some("{\"x\": \"=\"}"));
+        assert_eq!(env.get("C"), None);
+        let vars = Env::from_pairs([("PGPORT", "1"), ("SCOPE", "x")]).vars().unwrap();
+        assert_eq!(vars.scope.as_deref(), Some("x"));
+    }
+}

@@ -1,0 +1,105 @@
+//! Companions configured by variables: pgbouncer, and the backup, clone
+//! and standby variables that are read but not acted on yet.
+
+use super::env::{Env, Vars, set};
+use super::error::ConfigError;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pgbouncer {
+    /// A complete pgbouncer.ini.
+    pub ini: String,
+    /// userlist.txt, when given.
+    pub userlist: Option<String>,
+}
+
+impl Pgbouncer {
+    pub fn from_vars(vars: &Vars) -> Result<Option<Self>, ConfigError> {
+        let userlist = set(&vars.pgbouncer_authentication)
+            .or(set(&vars.pgbouncer_auth))
+            .map(str::to_owned);
+        let Some(ini) = set(&vars.pgbouncer_configuration) else {
+            if userlist.is_some() {
+                return Err(ConfigError::inconsistent(
+                    "PGBOUNCER_AUTHENTICATION",
+                    "given without PGBOUNCER_CONFIGURATION",
+                ));
+            }
+            return Ok(None);
+        };
+        let has_section = ini
+            .lines()
+            .any(|l| l.trim().eq_ignore_ascii_case("[pgbouncer]"));
+        if !has_section {
+            return Err(ConfigError::invalid(
+                "PGBOUNCER_CONFIGURATION",
+                ini,
+                "a pgbouncer.ini needs a [pgbouncer] section",
+            ));
+        }
+        Ok(Some(Pgbouncer {
+            ini: ini.to_owned(),
+            userlist,
+        }))
+    }
+}
+
+/// Variables of backups, clones and standby clusters that are set.
+pub fn backup_variables(env: &Env) -> Vec<String> {
+    env.iter()
+        .filter(|(name, value)| {
+            !value.is_empty()
+                && (matches!(
+                    *name,
+                    "WAL_S3_BUCKET" | "WAL_GS_BUCKET" | "AZURE_STORAGE_ACCOUNT"
+                ) || ["WALG_", "CLONE_", "STANDBY_"]
+                    .iter()
+                    .any(|p| name.starts_with(p)))
+        })
+        .map(|(name, _)| name.to_owned())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pgbouncer_only_when_configured() {
+        assert_eq!(Pgbouncer::from_vars(&Vars::default()).unwrap(), None);
+        let vars = Vars {
+            pgbouncer_configuration: Some("[databases]\n* = host=127.0.0.1\n[pgbouncer]\nlisten_port = 6432\n".into()),
+            pgbouncer_auth: Some("\"u\" \"p\"\n".into()),
+            ..Vars::default()
+        };
+        let b = Pgbouncer::from_vars(&vars).unwrap().unwrap();
+        assert_eq!(b.userlist.as_deref(), Some("\"u\" \"p\"\n"));
+    }
+
+    #[test]
+    fn pgbouncer_needs_its_section() {
+        let vars = Vars {
+            pgbouncer_configuration: Some("listen_port = 6432".into()),
+            ..Vars::default()
+        };
+        let err = Pgbouncer::from_vars(&vars).unwrap_err().to_string();
+        assert!(err.starts_with("PGBOUNCER_CONFIGURATION=listen_port = 6432:"), "{err}");
+        let vars = Vars {
+            pgbouncer_authentication: Some("\"u\" \"p\"".into()),
+            ..Vars::default()
+        };
+        let err = Pgbouncer::from_vars(&vars).unwrap_err().to_string();
+        assert_eq!(err, "PGBOUNCER_AUTHENTICATION: given without PGBOUNCER_CONFIGURATION");
+    }
+
+    #[test]
+    fn backup_variables_are_noticed() {
+        let env = Env::from_pairs([
+            ("WAL_S3_BUCKET", "b"),
+            ("WALG_S3_PREFIX", "s3://x"),
+            ("CLONE_SCOPE", "c"),
+            ("WAL_BUCKET_SCOPE_PREFIX", ""),
+            ("SCOPE", "s"),
+        ]);
+        assert_eq!(backup_variables(&env), ["CLONE_SCOPE", "WALG_S3_PREFIX", "WAL_S3_BUCKET"]);
+    }
+}

@@ -1,0 +1,140 @@
+//! Where things live: the Spilo path variables and the files derived from
+//! them. Everything generated at start-up goes under RW_DIR.
+
+use std::path::{Path, PathBuf};
+
+use super::env::{Vars, set};
+use super::error::ConfigError;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Paths {
+    pub pghome: PathBuf,
+    pub pgroot: PathBuf,
+    pub pgdata: PathBuf,
+    pub pglog: PathBuf,
+    pub rw_dir: PathBuf,
+    pub wale_env_dir: PathBuf,
+    pub log_env_dir: PathBuf,
+}
+
+impl Paths {
+    pub fn from_vars(vars: &Vars) -> Result<Self, ConfigError> {
+        let pghome = absolute("PGHOME", &vars.pghome, || "/home/postgres".into())?;
+        let pgroot = absolute("PGROOT", &vars.pgroot, || pghome.join("pgdata/pgroot"))?;
+        let pgdata = absolute("PGDATA", &vars.pgdata, || pgroot.join("data"))?;
+        let pglog = absolute("PGLOG", &vars.pglog, || pgroot.join("pg_log"))?;
+        let rw_dir = absolute("RW_DIR", &vars.rw_dir, || "/run".into())?;
+        let wale_env_dir = absolute("WALE_ENV_DIR", &vars.wale_env_dir, || {
+            rw_dir.join("etc/wal-e.d/env")
+        })?;
+        let log_env_dir =
+            absolute("LOG_ENV_DIR", &vars.log_env_dir, || rw_dir.join("etc/log.d/env"))?;
+        Ok(Paths {
+            pghome,
+            pgroot,
+            pgdata,
+            pglog,
+            rw_dir,
+            wale_env_dir,
+            log_env_dir,
+        })
+    }
+
+    /// The Patroni configuration file.
+    pub fn patroni_config(&self) -> PathBuf {
+        self.rw_dir.join("postgres.yml")
+    }
+
+    /// The link in PGHOME that tools (and people) look for.
+    pub fn patroni_config_link(&self) -> PathBuf {
+        self.pghome.join("postgres.yml")
+    }
+
+    /// Unix socket directory; also holds the pgpass file.
+    pub fn socket_dir(&self) -> PathBuf {
+        self.rw_dir.join("postgresql")
+    }
+
+    pub fn pgpass(&self) -> PathBuf {
+        self.socket_dir().join("pgpass")
+    }
+
+    pub fn certs_dir(&self) -> PathBuf {
+        self.rw_dir.join("certs")
+    }
+
+    pub fn pgbouncer_dir(&self) -> PathBuf {
+        self.rw_dir.join("pgbouncer")
+    }
+
+    /// The PAM service file; the image links /etc/pam.d/postgresql here so
+    /// that the root filesystem can stay read-only.
+    pub fn pam_service(&self) -> PathBuf {
+        self.rw_dir.join("pam.d/postgresql")
+    }
+
+    /// `log_directory` as Spilo writes it (relative to the data directory)
+    /// when PGLOG sits beside PGDATA, else the absolute path.
+    pub fn log_directory(&self) -> String {
+        match self.pgdata.parent() {
+            Some(parent) if parent.join("pg_log") == self.pglog => "../pg_log".to_owned(),
+            _ => self.pglog.display().to_string(),
+        }
+    }
+}
+
+fn absolute(
+    var: &str,
+    value: &Option<String>,
+    default: impl FnOnce() -> PathBuf,
+) -> Result<PathBuf, ConfigError> {
+    match set(value) {
+        None => Ok(default()),
+        Some(raw) if Path::new(raw).is_absolute() => Ok(PathBuf::from(raw)),
+        Some(raw) => Err(ConfigError::invalid(var, raw, "must be an absolute path")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_follow_the_contract() {
+        let p = Paths::from_vars(&Vars::default()).unwrap();
+        assert_eq!(p.pgroot, Path::new("/home/postgres/pgdata/pgroot"));
+        assert_eq!(p.pgdata, Path::new("/home/postgres/pgdata/pgroot/data"));
+        assert_eq!(p.pglog, Path::new("/home/postgres/pgdata/pgroot/pg_log"));
+        assert_eq!(p.wale_env_dir, Path::new("/run/etc/wal-e.d/env"));
+        assert_eq!(p.log_env_dir, Path::new("/run/etc/log.d/env"));
+        assert_eq!(p.patroni_config(), Path::new("/run/postgres.yml"));
+        assert_eq!(p.patroni_config_link(), Path::new("/home/postgres/postgres.yml"));
+        assert_eq!(p.pgpass(), Path::new("/run/postgresql/pgpass"));
+        assert_eq!(p.certs_dir().join("server.crt"), Path::new("/run/certs/server.crt"));
+        assert_eq!(p.log_directory(), "../pg_log");
+    }
+
+    #[test]
+    fn derived_paths_follow_their_parents() {
+        let vars = Vars {
+            pgroot: Some("/data/pg".into()),
+            rw_dir: Some("/tmp/rw".into()),
+            pglog: Some("/var/log/pg".into()),
+            ..Vars::default()
+        };
+        let p = Paths::from_vars(&vars).unwrap();
+        assert_eq!(p.pgdata, Path::new("/data/pg/data"));
+        assert_eq!(p.wale_env_dir, Path::new("/tmp/rw/etc/wal-e.d/env"));
+        assert_eq!(p.log_directory(), "/var/log/pg");
+    }
+
+    #[test]
+    fn relative_paths_are_refused() {
+        let vars = Vars {
+            pgdata: Some("data".into()),
+            ..Vars::default()
+        };
+        let err = Paths::from_vars(&vars).unwrap_err();
+        assert_eq!(err.to_string(), "PGDATA=data: must be an absolute path");
+    }
+}

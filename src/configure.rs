@@ -1,0 +1,86 @@
+//! `spilo configure`: environment → model → files under RW_DIR.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use crate::config::{Config, ConfigError, Env, System};
+use crate::files::{self, Owner, WriteError};
+use crate::render::{self, Output, RenderError, Section};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigureError {
+    /// Bad input: exit status 2, nothing written.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Render(#[from] RenderError),
+    #[error(transparent)]
+    Write(#[from] WriteError),
+    #[error("standard output: {0}")]
+    Stdout(std::io::Error),
+}
+
+impl ConfigureError {
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            ConfigureError::Config(_) | ConfigureError::Render(RenderError::Missing { .. }) => 2,
+            _ => 1,
+        }
+    }
+}
+
+pub struct Options {
+    pub sections: Vec<Section>,
+    pub dry_run: bool,
+    pub show_secrets: bool,
+    pub postgres_root: PathBuf,
+}
+
+/// Runs `configure` on an environment; warnings go to `warn`, the dry-run
+/// listing to `out`. Returns the model for callers that go on (`init`).
+pub fn run(
+    env: &Env,
+    options: &Options,
+    out: &mut dyn Write,
+    warn: &mut dyn FnMut(&str),
+) -> Result<Config, ConfigureError> {
+    let system = System {
+        postgres_root: options.postgres_root.clone(),
+        ..System::default()
+    };
+    let config = Config::build(env, &system)?;
+    config.warnings.iter().for_each(|w| warn(w));
+    let outputs = render::plan(&config, &options.sections)?;
+    if options.dry_run {
+        print(&outputs, options.show_secrets, out).map_err(ConfigureError::Stdout)?;
+    } else {
+        files::write_all(&outputs, Owner::detect())?;
+    }
+    Ok(config)
+}
+
+fn print(outputs: &[Output], show_secrets: bool, out: &mut dyn Write) -> std::io::Result<()> {
+    for output in outputs {
+        match output {
+            Output::File {
+                path,
+                contents,
+                mode,
+                redacted,
+            } => {
+                writeln!(out, "# ==> {} (mode {mode:04o}) <==", path.display())?;
+                match redacted {
+                    Some(shown) if !show_secrets => out.write_all(shown.as_bytes())?,
+                    _ => out.write_all(contents)?,
+                }
+                if !contents.ends_with(b"\n") {
+                    writeln!(out)?;
+                }
+            }
+            Output::Symlink { link, target } => {
+                writeln!(out, "# ==> {} -> {} <==", link.display(), target.display())?;
+            }
+        }
+    }
+    Ok(())
+}

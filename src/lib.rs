@@ -1,0 +1,10 @@
+//! spilo-rs: a drop-in, Rust replacement for Zalando's Spilo image.
+//!
+//! `config` reads the environment once into a typed model, `render` turns
+//! the model into files, `files` puts them on disk, and `configure` is the
+//! command that chains the three.
+
+pub mod config;
+pub mod configure;
+pub mod files;
+pub mod render;
