@@ -10,9 +10,15 @@ use spilo::configure::{self, Options};
 use spilo::render::{self, Section};
 
 fn fixture_env(rw_dir: &Path) -> Env {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/fixtures/operator/basic.env");
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../shared/fixtures/operator/basic.env"
+    );
     let text = std::fs::read_to_string(path).expect("the operator fixture is readable");
-    let mut pairs: Vec<(String, String)> = Env::from_env_file(&text).iter().map(|(k, v)| (k.into(), v.into())).collect();
+    let mut pairs: Vec<(String, String)> = Env::from_env_file(&text)
+        .iter()
+        .map(|(k, v)| (k.into(), v.into()))
+        .collect();
     pairs.push(("RW_DIR".into(), rw_dir.display().to_string()));
     pairs.push(("PGHOME".into(), rw_dir.join("home").display().to_string()));
     Env::from_pairs(pairs)
@@ -28,7 +34,9 @@ fn bench(c: &mut Criterion) {
         ..System::default()
     };
 
-    c.bench_function("model (Config::build)", |b| b.iter(|| Config::build(&env, &system).expect("valid")));
+    c.bench_function("model (Config::build)", |b| {
+        b.iter(|| Config::build(&env, &system).expect("valid"))
+    });
     let config = Config::build(&env, &system).expect("valid");
     c.bench_function("render all sections", |b| {
         b.iter(|| render::plan(&config, &[Section::All]).expect("renders"))
@@ -40,7 +48,9 @@ fn bench(c: &mut Criterion) {
         postgres_root: root,
     };
     c.bench_function("configure all (model, render, write)", |b| {
-        b.iter(|| configure::run(&env, &options, &mut std::io::sink(), &mut |_| {}).expect("configures"))
+        b.iter(|| {
+            configure::run(&env, &options, &mut std::io::sink(), &mut |_| {}).expect("configures")
+        })
     });
 }
 

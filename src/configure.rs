@@ -69,11 +69,12 @@ fn print(outputs: &[Output], show_secrets: bool, out: &mut dyn Write) -> std::io
                 redacted,
             } => {
                 writeln!(out, "# ==> {} (mode {mode:04o}) <==", path.display())?;
-                match redacted {
-                    Some(shown) if !show_secrets => out.write_all(shown.as_bytes())?,
-                    _ => out.write_all(contents)?,
-                }
-                if !contents.ends_with(b"\n") {
+                let shown = match redacted {
+                    Some(shown) if !show_secrets => shown.as_bytes(),
+                    _ => contents,
+                };
+                out.write_all(shown)?;
+                if !shown.ends_with(b"\n") {
                     writeln!(out)?;
                 }
             }
