@@ -169,7 +169,10 @@ mod tests {
         let changed = write_all(&outputs, Owner(None)).unwrap();
         assert_eq!(changed, vec![secret.clone(), link.clone()]);
         assert_eq!(fs::read_to_string(&secret).unwrap(), "s3cret");
-        assert_eq!(fs::metadata(&secret).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(
+            fs::metadata(&secret).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
         assert_eq!(fs::read_link(&link).unwrap(), secret);
         assert!(write_all(&outputs, Owner(None)).unwrap().is_empty());
         // No temporary files are left behind.
@@ -183,7 +186,10 @@ mod tests {
         write_all(&[file(path.clone(), "x", 0o644)], Owner(None)).unwrap();
         let changed = write_all(&[file(path.clone(), "x", 0o600)], Owner(None)).unwrap();
         assert_eq!(changed, vec![path.clone()]);
-        assert_eq!(fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(
+            fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
     }
 
     #[test]
@@ -192,7 +198,14 @@ mod tests {
         let link = dir.path().join("postgres.yml");
         fs::write(&link, "old").unwrap();
         let target = dir.path().join("real.yml");
-        write_all(&[Output::Symlink { link: link.clone(), target: target.clone() }], Owner(None)).unwrap();
+        write_all(
+            &[Output::Symlink {
+                link: link.clone(),
+                target: target.clone(),
+            }],
+            Owner(None),
+        )
+        .unwrap();
         assert_eq!(fs::read_link(&link).unwrap(), target);
     }
 

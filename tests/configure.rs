@@ -537,6 +537,13 @@ const CATALOGUE: &[Bad] = &[
         "bootstrap.dcs.ttl: \"soon\": not an integer",
     ),
     bad(
+        &[(
+            "SPILO_CONFIGURATION",
+            "{bootstrap: {dcs: {postgresql: {parameters: null}}}}",
+        )],
+        "bootstrap.dcs.postgresql.parameters must be a mapping",
+    ),
+    bad(
         &[("PGPORT", "70000")],
         "PGPORT=70000: not a TCP port number (1-65535)",
     ),
@@ -687,4 +694,37 @@ fn bad_inputs_fail_with_one_line_and_write_nothing() {
         failures.len(),
         failures.join("\n")
     );
+}
+
+#[test]
+fn a_user_pg_hba_replaces_ours_and_is_checked_for_replication() {
+    let sandbox = Sandbox::new();
+    let base = [("HOSTNAME", "a"), ("POD_IP", "10.0.0.9")];
+    let mut env = vars(&base);
+    env.extend(vars(&[(
+        "PATRONI_CONFIGURATION",
+        "postgresql:\n  pg_hba:\n    - local all all trust\n    - hostssl all all all md5\n",
+    )]));
+    let out = sandbox.run(&env, &["patroni"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        get(&sandbox.patroni_config(), "postgresql.pg_hba"),
+        &serde_json::json!(["local all all trust", "hostssl all all all md5"])
+    );
+    let warnings = stderr(&out);
+    assert!(
+        warnings.contains(
+            "PATRONI_CONFIGURATION: postgresql.pg_hba has no host rule for replication by standby"
+        ),
+        "{warnings}"
+    );
+
+    let mut env = vars(&base);
+    env.extend(vars(&[(
+        "SPILO_CONFIGURATION",
+        "{postgresql: {pg_hba: [local all all trust, hostssl replication standby 10.0.0.0/8 md5]}}",
+    )]));
+    let out = sandbox.run(&env, &["patroni"]);
+    assert!(out.status.success());
+    assert!(!stderr(&out).contains("pg_hba"), "{}", stderr(&out));
 }

@@ -27,16 +27,38 @@ pub struct Auth {
 
 impl Auth {
     pub fn from_vars(vars: &Vars) -> Result<Self, ConfigError> {
-        let creds = |user_var, user: &Option<String>, default_user, password: &Option<String>, default_password: &str| {
+        let creds = |user_var,
+                     user: &Option<String>,
+                     default_user,
+                     password: &Option<String>,
+                     default_password: &str| {
             Ok::<_, ConfigError>(Credentials {
                 username: role_name(user_var, user, default_user)?,
                 password: set(password).unwrap_or(default_password).to_owned(),
             })
         };
         Ok(Auth {
-            superuser: creds("PGUSER_SUPERUSER", &vars.pguser_superuser, "postgres", &vars.pgpassword_superuser, "zalando")?,
-            replication: creds("PGUSER_STANDBY", &vars.pguser_standby, "standby", &vars.pgpassword_standby, "standby")?,
-            admin: creds("PGUSER_ADMIN", &vars.pguser_admin, "admin", &vars.pgpassword_admin, "cola")?,
+            superuser: creds(
+                "PGUSER_SUPERUSER",
+                &vars.pguser_superuser,
+                "postgres",
+                &vars.pgpassword_superuser,
+                "zalando",
+            )?,
+            replication: creds(
+                "PGUSER_STANDBY",
+                &vars.pguser_standby,
+                "standby",
+                &vars.pgpassword_standby,
+                "standby",
+            )?,
+            admin: creds(
+                "PGUSER_ADMIN",
+                &vars.pguser_admin,
+                "admin",
+                &vars.pgpassword_admin,
+                "cola",
+            )?,
             human_role: role_name("HUMAN_ROLE", &vars.human_role, "zalandos")?,
             pam_oauth2: set(&vars.pam_oauth2).map(PamOauth2::parse).transpose()?,
             allow_nossl: parse_bool("ALLOW_NOSSL", &vars.allow_nossl)?,
@@ -102,22 +124,34 @@ impl PamOauth2 {
             .map(|rest| rest.split(['/', '?']).next().unwrap_or_default())
             .unwrap_or_default();
         if host.is_empty() {
-            return Err(ConfigError::invalid("PAM_OAUTH2", raw, "the tokeninfo URL must be https://"));
+            return Err(ConfigError::invalid(
+                "PAM_OAUTH2",
+                raw,
+                "the tokeninfo URL must be https://",
+            ));
         }
-        if let Some(bad) = words[2..].iter().find(|w| !w.contains('=') || w.starts_with('=')) {
+        if let Some(bad) = words[2..]
+            .iter()
+            .find(|w| !w.contains('=') || w.starts_with('='))
+        {
             return Err(ConfigError::invalid(
                 "PAM_OAUTH2",
                 raw,
                 format!("'{bad}' is not a key=value pair"),
             ));
         }
-        Ok(PamOauth2 { arguments: words.join(" ") })
+        Ok(PamOauth2 {
+            arguments: words.join(" "),
+        })
     }
 }
 
 fn role_name(var: &str, value: &Option<String>, default: &str) -> Result<String, ConfigError> {
     let name = set(value).unwrap_or(default);
-    if name.chars().any(|c| c.is_whitespace() || c.is_control() || c == ',' || c == '"') {
+    if name
+        .chars()
+        .any(|c| c.is_whitespace() || c.is_control() || c == ',' || c == '"')
+    {
         return Err(ConfigError::invalid(var, name, "not a usable role name"));
     }
     Ok(name.to_owned())
@@ -133,14 +167,33 @@ mod tests {
         Auth::from_vars(&vars)
     }
 
-    const PAM: &str = "https://info.example.com/oauth2/tokeninfo?access_token= uid realm=/employees";
+    const PAM: &str =
+        "https://info.example.com/oauth2/tokeninfo?access_token= uid realm=/employees";
 
     #[test]
     fn defaults() {
         let a = auth(|_| {}).unwrap();
-        assert_eq!(a.superuser, Credentials { username: "postgres".into(), password: "zalando".into() });
-        assert_eq!(a.replication, Credentials { username: "standby".into(), password: "standby".into() });
-        assert_eq!(a.admin, Credentials { username: "admin".into(), password: "cola".into() });
+        assert_eq!(
+            a.superuser,
+            Credentials {
+                username: "postgres".into(),
+                password: "zalando".into()
+            }
+        );
+        assert_eq!(
+            a.replication,
+            Credentials {
+                username: "standby".into(),
+                password: "standby".into()
+            }
+        );
+        assert_eq!(
+            a.admin,
+            Credentials {
+                username: "admin".into(),
+                password: "cola".into()
+            }
+        );
         assert_eq!(a.human_role, "zalandos");
         assert!(a.pam_oauth2.is_none());
         assert!(!a.allow_nossl);
@@ -195,7 +248,10 @@ mod tests {
         assert_eq!(hba.last().unwrap(), "host all all all md5");
         // Spilo's bug: "false" is not true.
         let a = auth(|v| v.allow_nossl = Some("false".into())).unwrap();
-        assert!(a.default_hba().contains(&"hostnossl all all all reject".to_owned()));
+        assert!(
+            a.default_hba()
+                .contains(&"hostnossl all all all reject".to_owned())
+        );
     }
 
     #[test]
@@ -205,7 +261,9 @@ mod tests {
         let user = |l: &[&str]| l.iter().map(|s| s.to_string()).collect::<Vec<_>>();
         assert!(!a.hba_allows_replication(&user(&["local all all trust", "host all all all md5"])));
         assert!(!a.hba_allows_replication(&user(&["local replication standby trust"])));
-        assert!(a.hba_allows_replication(&user(&["host replication all 10.0.0.0/8 scram-sha-256"])));
+        assert!(
+            a.hba_allows_replication(&user(&["host replication all 10.0.0.0/8 scram-sha-256"]))
+        );
         assert!(!a.hba_allows_replication(&user(&["host replication standby all reject"])));
     }
 
@@ -220,7 +278,9 @@ mod tests {
             "info.example.com uid",
             "https://info.example.com/t uid realm",
         ] {
-            let err = auth(|v| v.pam_oauth2 = Some(bad.into())).unwrap_err().to_string();
+            let err = auth(|v| v.pam_oauth2 = Some(bad.into()))
+                .unwrap_err()
+                .to_string();
             assert!(err.starts_with(&format!("PAM_OAUTH2={bad}:")), "{err}");
         }
     }

@@ -8,7 +8,14 @@ use super::error::ConfigError;
 
 /// The DCS sections Patroni knows, in the order Spilo prefers them after
 /// Kubernetes.
-pub const DCS_NAMES: [&str; 6] = ["kubernetes", "zookeeper", "exhibitor", "consul", "etcd3", "etcd"];
+pub const DCS_NAMES: [&str; 6] = [
+    "kubernetes",
+    "zookeeper",
+    "exhibitor",
+    "consul",
+    "etcd3",
+    "etcd",
+];
 
 /// The etcd that `spilo init` starts inside the container when nothing
 /// else is configured.
@@ -60,10 +67,9 @@ pub fn choose(env: &Env, vars: &Vars, inputs: &Inputs) -> Result<Dcs, ConfigErro
         let Some((prefix, param)) = name.split_once('_') else {
             continue;
         };
-        let Some((dcs, block)) = params
-            .iter_mut()
-            .find(|(dcs, _)| dcs.eq_ignore_ascii_case(prefix) && prefix.bytes().all(|b| !b.is_ascii_lowercase()))
-        else {
+        let Some((dcs, block)) = params.iter_mut().find(|(dcs, _)| {
+            dcs.eq_ignore_ascii_case(prefix) && prefix.bytes().all(|b| !b.is_ascii_lowercase())
+        }) else {
             continue;
         };
         let param = param.to_ascii_lowercase();
@@ -134,8 +140,13 @@ fn host_list(var: &str, value: &str) -> Result<Vec<Value>, ConfigError> {
     } else {
         format!("[{trimmed}]")
     };
-    let parsed: Value = serde_yaml_ng::from_str(&yaml)
-        .map_err(|_| ConfigError::invalid(var, value, "not a host list (YAML/JSON list or comma separated)"))?;
+    let parsed: Value = serde_yaml_ng::from_str(&yaml).map_err(|_| {
+        ConfigError::invalid(
+            var,
+            value,
+            "not a host list (YAML/JSON list or comma separated)",
+        )
+    })?;
     let Value::Array(items) = parsed else {
         return Err(ConfigError::invalid(var, value, "not a host list"));
     };
@@ -143,7 +154,11 @@ fn host_list(var: &str, value: &str) -> Result<Vec<Value>, ConfigError> {
         .into_iter()
         .map(|item| match item {
             Value::String(s) if !s.trim().is_empty() => Ok(Value::String(s.trim().to_owned())),
-            _ => Err(ConfigError::invalid(var, value, "every host must be a non-empty string")),
+            _ => Err(ConfigError::invalid(
+                var,
+                value,
+                "every host must be a non-empty string",
+            )),
         })
         .collect::<Result<_, _>>()?;
     if hosts.is_empty() {
@@ -152,7 +167,11 @@ fn host_list(var: &str, value: &str) -> Result<Vec<Value>, ConfigError> {
     Ok(hosts)
 }
 
-fn kubernetes(vars: &Vars, mut block: Map<String, Value>, inputs: &Inputs) -> Result<Dcs, ConfigError> {
+fn kubernetes(
+    vars: &Vars,
+    mut block: Map<String, Value>,
+    inputs: &Inputs,
+) -> Result<Dcs, ConfigError> {
     let labels = match set(&vars.kubernetes_labels) {
         Some(raw) => label_map("KUBERNETES_LABELS", raw)?,
         None => json!({ "application": "spilo" }),
@@ -165,8 +184,14 @@ fn kubernetes(vars: &Vars, mut block: Map<String, Value>, inputs: &Inputs) -> Re
         );
     }
     let text = |value: &Option<String>, default: &str| json!(set(value).unwrap_or(default));
-    block.insert("scope_label".into(), text(&vars.kubernetes_scope_label, "version"));
-    block.insert("role_label".into(), text(&vars.kubernetes_role_label, "spilo-role"));
+    block.insert(
+        "scope_label".into(),
+        text(&vars.kubernetes_scope_label, "version"),
+    );
+    block.insert(
+        "role_label".into(),
+        text(&vars.kubernetes_role_label, "spilo-role"),
+    );
     // The operator waits for spilo-role=master; Patroni 4 says primary.
     block.insert(
         "leader_label_value".into(),
@@ -200,7 +225,11 @@ fn kubernetes(vars: &Vars, mut block: Map<String, Value>, inputs: &Inputs) -> Re
 fn label_map(var: &str, raw: &str) -> Result<Value, ConfigError> {
     match serde_json::from_str::<Value>(raw) {
         Ok(Value::Object(map)) if map.values().all(Value::is_string) => Ok(Value::Object(map)),
-        Ok(_) => Err(ConfigError::invalid(var, raw, "must be a JSON object of string labels")),
+        Ok(_) => Err(ConfigError::invalid(
+            var,
+            raw,
+            "must be a JSON object of string labels",
+        )),
         Err(e) => Err(ConfigError::invalid(var, raw, format!("not JSON: {e}"))),
     }
 }
@@ -215,7 +244,11 @@ mod tests {
         choose(
             &env,
             &vars,
-            &Inputs { pod_ip: "10.0.0.5", pg_port: 5432, user_has_dcs },
+            &Inputs {
+                pod_ip: "10.0.0.5",
+                pg_port: 5432,
+                user_has_dcs,
+            },
         )
     }
 
@@ -252,7 +285,10 @@ mod tests {
         let dcs = pick(&[("KUBERNETES_SERVICE_HOST", "10.96.0.1")], false).unwrap();
         assert_eq!(dcs.kind, DcsKind::Embedded);
         let dcs = pick(
-            &[("KUBERNETES_SERVICE_HOST", "10.96.0.1"), ("DCS_ENABLE_KUBERNETES_API", "false")],
+            &[
+                ("KUBERNETES_SERVICE_HOST", "10.96.0.1"),
+                ("DCS_ENABLE_KUBERNETES_API", "false"),
+            ],
             false,
         )
         .unwrap();
@@ -267,7 +303,10 @@ mod tests {
         pairs.extend([
             ("KUBERNETES_USE_CONFIGMAPS", "true"),
             ("KUBERNETES_LABELS", r#"{"application":"db","team":"acid"}"#),
-            ("KUBERNETES_BOOTSTRAP_LABELS", r#"{"critical-operation":"true"}"#),
+            (
+                "KUBERNETES_BOOTSTRAP_LABELS",
+                r#"{"critical-operation":"true"}"#,
+            ),
             ("KUBERNETES_SCOPE_LABEL", "cluster-name"),
             ("POD_NAMESPACE", "prod"),
         ]);
@@ -287,7 +326,10 @@ mod tests {
             let mut pairs = K8S.to_vec();
             pairs.push(("KUBERNETES_LABELS", bad));
             let err = pick(&pairs, false).unwrap_err().to_string();
-            assert!(err.starts_with(&format!("KUBERNETES_LABELS={bad}:")), "{err}");
+            assert!(
+                err.starts_with(&format!("KUBERNETES_LABELS={bad}:")),
+                "{err}"
+            );
         }
     }
 
@@ -308,7 +350,10 @@ mod tests {
             assert_eq!(dcs.config.len(), 1);
         }
         let dcs = pick(&all, false).unwrap();
-        assert_eq!(dcs.config["zookeeper"]["hosts"], json!(["z1:2181", "z2:2181"]));
+        assert_eq!(
+            dcs.config["zookeeper"]["hosts"],
+            json!(["z1:2181", "z2:2181"])
+        );
     }
 
     #[test]
@@ -326,7 +371,11 @@ mod tests {
             dcs.config["etcd"],
             json!({ "host": "127.0.0.2:2379", "discovery_srv": "example.com", "protocol": "https" })
         );
-        let dcs = pick(&[("EXHIBITOR_HOSTS", "a"), ("EXHIBITOR_PORT", "8181")], false).unwrap();
+        let dcs = pick(
+            &[("EXHIBITOR_HOSTS", "a"), ("EXHIBITOR_PORT", "8181")],
+            false,
+        )
+        .unwrap();
         assert_eq!(dcs.config["exhibitor"]["port"], json!(8181));
     }
 
@@ -339,10 +388,16 @@ mod tests {
             "- a:2379\n- b:2379",
         ] {
             let dcs = pick(&[("ETCD3_HOSTS", raw)], false).unwrap();
-            assert_eq!(dcs.config["etcd3"]["hosts"], json!(["a:2379", "b:2379"]), "{raw}");
+            assert_eq!(
+                dcs.config["etcd3"]["hosts"],
+                json!(["a:2379", "b:2379"]),
+                "{raw}"
+            );
         }
         for bad in ["[a, [b]]", "{a: 1}", "[", ","] {
-            let err = pick(&[("ETCD3_HOSTS", bad)], false).unwrap_err().to_string();
+            let err = pick(&[("ETCD3_HOSTS", bad)], false)
+                .unwrap_err()
+                .to_string();
             assert!(err.starts_with("ETCD3_HOSTS="), "{err}");
         }
     }

@@ -16,9 +16,10 @@ pub struct Env {
 
 impl Env {
     pub fn from_process() -> Self {
-        Self::from_pairs(std::env::vars_os().filter_map(|(k, v)| {
-            Some((k.into_string().ok()?, v.into_string().ok()?))
-        }))
+        Self::from_pairs(
+            std::env::vars_os()
+                .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?))),
+        )
     }
 
     pub fn from_pairs<K: Into<String>, V: Into<String>>(
@@ -75,6 +76,7 @@ pub struct Vars {
     pub pgroot: Option<String>,
     pub pgdata: Option<String>,
     pub pglog: Option<String>,
+    pub pgwal: Option<String>,
     pub rw_dir: Option<String>,
     pub wale_env_dir: Option<String>,
     pub log_env_dir: Option<String>,
@@ -190,7 +192,10 @@ mod tests {
         }
         assert!(!parse_bool("X", &None).unwrap());
         let err = parse_bool("ALLOW_NOSSL", &some("maybe")).unwrap_err();
-        assert!(err.to_string().starts_with("ALLOW_NOSSL=maybe: not a boolean"));
+        assert!(
+            err.to_string()
+                .starts_with("ALLOW_NOSSL=maybe: not a boolean")
+        );
     }
 
     #[test]
@@ -209,7 +214,9 @@ mod tests {
         assert_eq!(env.get("A"), Some("1"));
         assert_eq!(env.get("B"), Some("{\"x\": \"=\"}"));
         assert_eq!(env.get("C"), None);
-        let vars = Env::from_pairs([("PGPORT", "1"), ("SCOPE", "x")]).vars().unwrap();
+        let vars = Env::from_pairs([("PGPORT", "1"), ("SCOPE", "x")])
+            .vars()
+            .unwrap();
         assert_eq!(vars.scope.as_deref(), Some("x"));
     }
 }

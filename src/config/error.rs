@@ -54,9 +54,15 @@ impl ConfigError {
 /// pgbouncer user list and cloud credentials.
 pub fn is_secret_var(name: &str) -> bool {
     let name = name.to_ascii_uppercase();
-    ["PASSWORD", "SECRET", "PRIVATE_KEY", "TOKEN", "AUTHENTICATION"]
-        .iter()
-        .any(|word| name.contains(word))
+    [
+        "PASSWORD",
+        "SECRET",
+        "PRIVATE_KEY",
+        "TOKEN",
+        "AUTHENTICATION",
+    ]
+    .iter()
+    .any(|word| name.contains(word))
         || name == "PGBOUNCER_AUTH"
         || name.ends_with("_ACCESS_KEY")
         || name.ends_with("_ACCOUNT_KEY")
@@ -96,6 +102,11 @@ mod tests {
         let e = ConfigError::invalid("SPILO_CONFIGURATION", "a:\n  - b\n", "bad");
         assert!(!e.to_string().contains('\n'));
         let long = "x".repeat(500);
-        assert!(ConfigError::invalid("SCOPE", &long, "bad").to_string().len() < 200);
+        assert!(
+            ConfigError::invalid("SCOPE", &long, "bad")
+                .to_string()
+                .len()
+                < 200
+        );
     }
 }

@@ -67,7 +67,9 @@ mod tests {
     fn pgbouncer_only_when_configured() {
         assert_eq!(Pgbouncer::from_vars(&Vars::default()).unwrap(), None);
         let vars = Vars {
-            pgbouncer_configuration: Some("[databases]\n* = host=127.0.0.1\n[pgbouncer]\nlisten_port = 6432\n".into()),
+            pgbouncer_configuration: Some(
+                "[databases]\n* = host=127.0.0.1\n[pgbouncer]\nlisten_port = 6432\n".into(),
+            ),
             pgbouncer_auth: Some("\"u\" \"p\"\n".into()),
             ..Vars::default()
         };
@@ -82,13 +84,19 @@ mod tests {
             ..Vars::default()
         };
         let err = Pgbouncer::from_vars(&vars).unwrap_err().to_string();
-        assert!(err.starts_with("PGBOUNCER_CONFIGURATION=listen_port = 6432:"), "{err}");
+        assert!(
+            err.starts_with("PGBOUNCER_CONFIGURATION=listen_port = 6432:"),
+            "{err}"
+        );
         let vars = Vars {
             pgbouncer_authentication: Some("\"u\" \"p\"".into()),
             ..Vars::default()
         };
         let err = Pgbouncer::from_vars(&vars).unwrap_err().to_string();
-        assert_eq!(err, "PGBOUNCER_AUTHENTICATION: given without PGBOUNCER_CONFIGURATION");
+        assert_eq!(
+            err,
+            "PGBOUNCER_AUTHENTICATION: given without PGBOUNCER_CONFIGURATION"
+        );
     }
 
     #[test]
@@ -100,6 +108,9 @@ mod tests {
             ("WAL_BUCKET_SCOPE_PREFIX", ""),
             ("SCOPE", "s"),
         ]);
-        assert_eq!(backup_variables(&env), ["CLONE_SCOPE", "WALG_S3_PREFIX", "WAL_S3_BUCKET"]);
+        assert_eq!(
+            backup_variables(&env),
+            ["CLONE_SCOPE", "WALG_S3_PREFIX", "WAL_S3_BUCKET"]
+        );
     }
 }

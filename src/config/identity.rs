@@ -42,7 +42,8 @@ impl HostFacts for ThisHost {
                     .as_sockaddr_in()
                     .map(|a| IpAddr::V4(a.ip()))
                     .or_else(|| addr.as_sockaddr_in6().map(|a| IpAddr::V6(a.ip())))?;
-                let link_local = matches!(ip, IpAddr::V6(v6) if v6.segments()[0] & 0xffc0 == 0xfe80);
+                let link_local =
+                    matches!(ip, IpAddr::V6(v6) if v6.segments()[0] & 0xffc0 == 0xfe80);
                 (!ip.is_loopback() && !link_local).then_some(ip)
             })
             .collect();
@@ -55,8 +56,15 @@ impl HostFacts for ThisHost {
 impl Identity {
     pub fn from_vars(vars: &Vars, host: &dyn HostFacts) -> Result<Self, ConfigError> {
         let scope = set(&vars.scope).unwrap_or("dummy").to_owned();
-        if scope.chars().any(|c| c.is_whitespace() || c.is_control() || c == '/') {
-            return Err(ConfigError::invalid("SCOPE", &scope, "a cluster name cannot hold spaces or '/'"));
+        if scope
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control() || c == '/')
+        {
+            return Err(ConfigError::invalid(
+                "SCOPE",
+                &scope,
+                "a cluster name cannot hold spaces or '/'",
+            ));
         }
         let name = match set(&vars.hostname) {
             Some(name) => name.to_owned(),
@@ -65,7 +73,11 @@ impl Identity {
             })?,
         };
         if name.chars().any(|c| c.is_whitespace() || c.is_control()) {
-            return Err(ConfigError::invalid("HOSTNAME", &name, "a member name cannot hold spaces"));
+            return Err(ConfigError::invalid(
+                "HOSTNAME",
+                &name,
+                "a member name cannot hold spaces",
+            ));
         }
         let pod_ip = match set(&vars.pod_ip) {
             Some(raw) => raw
@@ -73,7 +85,10 @@ impl Identity {
                 .parse::<IpAddr>()
                 .map_err(|_| ConfigError::invalid("POD_IP", raw, "not an IP address"))?,
             None => host.first_non_loopback_address().ok_or_else(|| {
-                ConfigError::inconsistent("POD_IP", "not set and the host has no non-loopback address")
+                ConfigError::inconsistent(
+                    "POD_IP",
+                    "not set and the host has no non-loopback address",
+                )
             })?,
         };
         let default_host = match pod_ip {
@@ -94,7 +109,10 @@ impl Identity {
             pg_port: parse_port("PGPORT", &vars.pgport, 5432)?,
             api_port: parse_port("APIPORT", &vars.apiport, 8008)?,
             pg_connect_host: connect_host("PG_CONNECT_ADDRESS", &vars.pg_connect_address)?,
-            restapi_connect_host: connect_host("RESTAPI_CONNECT_ADDRESS", &vars.restapi_connect_address)?,
+            restapi_connect_host: connect_host(
+                "RESTAPI_CONNECT_ADDRESS",
+                &vars.restapi_connect_address,
+            )?,
         })
     }
 }

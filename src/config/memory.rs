@@ -41,7 +41,12 @@ impl MemoryProbe {
         text.lines()
             .find_map(|line| {
                 let rest = line.strip_prefix("MemTotal:")?;
-                let kb = rest.trim().trim_end_matches("kB").trim().parse::<u64>().ok()?;
+                let kb = rest
+                    .trim()
+                    .trim_end_matches("kB")
+                    .trim()
+                    .parse::<u64>()
+                    .ok()?;
                 Some(kb * 1024)
             })
             .ok_or_else(|| ConfigError::File {
@@ -63,10 +68,13 @@ impl MemoryProbe {
             if text == "max" {
                 return Ok(None);
             }
-            return text.parse::<u64>().map(Some).map_err(|_| ConfigError::File {
-                path,
-                reason: format!("not a memory limit: {text:?}"),
-            });
+            return text
+                .parse::<u64>()
+                .map(Some)
+                .map_err(|_| ConfigError::File {
+                    path,
+                    reason: format!("not a memory limit: {text:?}"),
+                });
         }
         Ok(None)
     }
@@ -110,7 +118,13 @@ mod tests {
             std::fs::create_dir_all(path.parent().unwrap()).unwrap();
             std::fs::write(path, content).unwrap();
         }
-        (dir, MemoryProbe { cgroup_root, meminfo })
+        (
+            dir,
+            MemoryProbe {
+                cgroup_root,
+                meminfo,
+            },
+        )
     }
 
     #[test]
@@ -121,7 +135,10 @@ mod tests {
 
     #[test]
     fn cgroup_v2_limit() {
-        let (_d, p) = probe(8 * 1024 * 1024, &[("memory.max", &format!("{}\n", 2 * GIB))]);
+        let (_d, p) = probe(
+            8 * 1024 * 1024,
+            &[("memory.max", &format!("{}\n", 2 * GIB))],
+        );
         assert_eq!(p.memory_mib().unwrap(), 2048);
         let (_d, p) = probe(8 * 1024 * 1024, &[("memory.max", "max\n")]);
         assert_eq!(p.memory_mib().unwrap(), 8192);
@@ -151,19 +168,33 @@ mod tests {
     #[test]
     fn broken_files_are_errors() {
         let (_d, p) = probe(1024, &[("memory.max", "lots")]);
-        assert!(p.memory_mib().unwrap_err().to_string().contains("memory.max"));
+        assert!(
+            p.memory_mib()
+                .unwrap_err()
+                .to_string()
+                .contains("memory.max")
+        );
         let p = MemoryProbe {
             cgroup_root: "/nonexistent".into(),
             meminfo: "/nonexistent/meminfo".into(),
         };
-        assert!(p.memory_mib().unwrap_err().to_string().contains("/nonexistent/meminfo"));
+        assert!(
+            p.memory_mib()
+                .unwrap_err()
+                .to_string()
+                .contains("/nonexistent/meminfo")
+        );
     }
 
     #[test]
     fn formulas() {
         assert_eq!(
             sizing(2048, false),
-            Sizing { memory_mib: 2048, shared_buffers_mb: 512, max_connections: 100 }
+            Sizing {
+                memory_mib: 2048,
+                shared_buffers_mb: 512,
+                max_connections: 100
+            }
         );
         assert_eq!(sizing(2048, true).shared_buffers_mb, 409);
         assert_eq!(sizing(6000, false).max_connections, 200);

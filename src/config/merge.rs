@@ -6,20 +6,65 @@ use serde_json::{Map, Value};
 use super::env::{Vars, set};
 use super::error::ConfigError;
 
-/// The user's configuration, if any. SPILO_CONFIGURATION wins over
-/// PATRONI_CONFIGURATION, as in Spilo.
-pub fn user_configuration(vars: &Vars) -> Result<Option<Map<String, Value>>, ConfigError> {
-    let (var, raw) = match (set(&vars.spilo_configuration), set(&vars.patroni_configuration)) {
+/// Sections that must stay mappings whatever the user sends: Patroni
+/// (and the operator, for bootstrap.dcs.postgresql.parameters) depend on
+/// their shape.
+const MAPPINGS: [&str; 7] = [
+    "bootstrap",
+    "bootstrap.dcs",
+    "bootstrap.dcs.postgresql",
+    "bootstrap.dcs.postgresql.parameters",
+    "postgresql",
+    "postgresql.parameters",
+    "restapi",
+];
+
+/// The user's configuration, if any, with the variable it came from.
+/// SPILO_CONFIGURATION wins over PATRONI_CONFIGURATION, as in Spilo.
+pub fn user_configuration(
+    vars: &Vars,
+) -> Result<Option<(&'static str, Map<String, Value>)>, ConfigError> {
+    let (var, raw) = match (
+        set(&vars.spilo_configuration),
+        set(&vars.patroni_configuration),
+    ) {
         (Some(raw), _) => ("SPILO_CONFIGURATION", raw),
         (None, Some(raw)) => ("PATRONI_CONFIGURATION", raw),
         (None, None) => return Ok(None),
     };
-    match serde_yaml_ng::from_str::<Value>(raw) {
-        Ok(Value::Object(map)) => Ok(Some(map)),
-        Ok(Value::Null) => Ok(None),
-        Ok(_) => Err(ConfigError::invalid(var, raw, "must be a YAML or JSON mapping")),
-        Err(e) => Err(ConfigError::invalid(var, raw, format!("not valid YAML: {}", first_line(&e.to_string())))),
+    let map = match serde_yaml_ng::from_str::<Value>(raw) {
+        Ok(Value::Object(map)) => map,
+        Ok(Value::Null) => return Ok(None),
+        Ok(_) => {
+            return Err(ConfigError::invalid(
+                var,
+                raw,
+                "must be a YAML or JSON mapping",
+            ));
+        }
+        Err(e) => {
+            return Err(ConfigError::invalid(
+                var,
+                raw,
+                format!("not valid YAML: {}", first_line(&e.to_string())),
+            ));
+        }
+    };
+    for path in MAPPINGS {
+        let found = path.split('.').try_fold(&map, |m, key| match m.get(key) {
+            Some(Value::Object(inner)) => Ok(inner),
+            Some(_) => Err(true),
+            None => Err(false),
+        });
+        if found == Err(true) {
+            return Err(ConfigError::invalid(
+                var,
+                raw,
+                format!("{path} must be a mapping"),
+            ));
+        }
     }
+    Ok(Some((var, map)))
 }
 
 /// Mappings merge recursively; a scalar or a list from `over` replaces
@@ -82,21 +127,51 @@ mod tests {
         assert_eq!(Value::Object(base), json!({ "a": { "b": 2 } }));
     }
 
-    fn parse(spilo: Option<&str>, patroni: Option<&str>) -> Result<Option<Map<String, Value>>, ConfigError> {
-        user_configuration(&Vars {
+    fn parse(
+        spilo: Option<&str>,
+        patroni: Option<&str>,
+    ) -> Result<Option<Map<String, Value>>, ConfigError> {
+        let parsed = user_configuration(&Vars {
             spilo_configuration: spilo.map(Into::into),
             patroni_configuration: patroni.map(Into::into),
             ..Vars::default()
-        })
+        })?;
+        Ok(parsed.map(|(_, map)| map))
+    }
+
+    #[test]
+    fn sections_we_build_on_stay_mappings() {
+        for bad in [
+            "{postgresql: on}",
+            "{postgresql: {parameters: [a]}}",
+            "{bootstrap: {dcs: {postgresql: {parameters: null}}}}",
+            "{restapi: 8008}",
+        ] {
+            let err = parse(Some(bad), None).unwrap_err().to_string();
+            assert!(err.contains("must be a mapping"), "{err}");
+        }
+        assert!(
+            parse(
+                Some("{postgresql: {pg_hba: [a]}, bootstrap: {initdb: []}}"),
+                None
+            )
+            .is_ok()
+        );
     }
 
     #[test]
     fn yaml_and_json() {
-        let yaml = parse(Some("{bootstrap: {dcs: {ttl: 10}}}"), None).unwrap().unwrap();
+        let yaml = parse(Some("{bootstrap: {dcs: {ttl: 10}}}"), None)
+            .unwrap()
+            .unwrap();
         assert_eq!(yaml["bootstrap"]["dcs"]["ttl"], 10);
-        let json = parse(Some(r#"{"postgresql":{"parameters":{"a":"b"}}}"#), None).unwrap().unwrap();
+        let json = parse(Some(r#"{"postgresql":{"parameters":{"a":"b"}}}"#), None)
+            .unwrap()
+            .unwrap();
         assert_eq!(json["postgresql"]["parameters"]["a"], "b");
-        let block = parse(None, Some("postgresql:\n  parameters:\n    a: b\n")).unwrap().unwrap();
+        let block = parse(None, Some("postgresql:\n  parameters:\n    a: b\n"))
+            .unwrap()
+            .unwrap();
         assert_eq!(block["postgresql"]["parameters"]["a"], "b");
         let both = parse(Some("a: 1"), Some("b: 2")).unwrap().unwrap();
         assert!(both.contains_key("a") && !both.contains_key("b"));
@@ -108,10 +183,16 @@ mod tests {
     fn not_a_mapping() {
         for bad in ["[1, 2]", "just a string", "42"] {
             let err = parse(Some(bad), None).unwrap_err().to_string();
-            assert_eq!(err, format!("SPILO_CONFIGURATION={bad}: must be a YAML or JSON mapping"));
+            assert_eq!(
+                err,
+                format!("SPILO_CONFIGURATION={bad}: must be a YAML or JSON mapping")
+            );
         }
         let err = parse(Some("{a: [1, 2"), None).unwrap_err().to_string();
-        assert!(err.starts_with("SPILO_CONFIGURATION={a: [1, 2: not valid YAML"), "{err}");
+        assert!(
+            err.starts_with("SPILO_CONFIGURATION={a: [1, 2: not valid YAML"),
+            "{err}"
+        );
         let err = parse(None, Some("- a")).unwrap_err().to_string();
         assert!(err.starts_with("PATRONI_CONFIGURATION="), "{err}");
     }

@@ -87,8 +87,9 @@ impl Config {
         let vars = env.vars()?;
         let paths = Paths::from_vars(&vars)?;
         let identity = Identity::from_vars(&vars, system.host)?;
-        let mut user = merge::user_configuration(&vars)?.unwrap_or_default();
-        let mut warnings = timeouts::adjust(&mut user, "SPILO_CONFIGURATION")?;
+        let (user_var, mut user) = merge::user_configuration(&vars)?
+            .unwrap_or(("SPILO_CONFIGURATION", Map::new()));
+        let mut warnings = timeouts::adjust(&mut user, user_var)?;
         let dcs = dcs::choose(
             env,
             &vars,
@@ -127,11 +128,16 @@ impl Config {
             .filter(|lib| version.lib_dir.join(format!("{lib}.so")).exists())
             .collect();
 
-        if env::set(&vars.spilo_configuration).is_some() && env::set(&vars.patroni_configuration).is_some() {
-            warnings.push("PATRONI_CONFIGURATION is ignored: SPILO_CONFIGURATION is set".to_owned());
+        if env::set(&vars.spilo_configuration).is_some()
+            && env::set(&vars.patroni_configuration).is_some()
+        {
+            warnings
+                .push("PATRONI_CONFIGURATION is ignored: SPILO_CONFIGURATION is set".to_owned());
         }
         if version.source == version::Source::DataDirectory {
-            if let Some(wanted) = env::set(&vars.pgversion).filter(|w| w.trim() != version.major.to_string()) {
+            if let Some(wanted) =
+                env::set(&vars.pgversion).filter(|w| w.trim() != version.major.to_string())
+            {
                 warnings.push(format!(
                     "PGVERSION={wanted} ignored: the data directory is PostgreSQL {} (upgrade it to change majors)",
                     version.major
@@ -145,7 +151,7 @@ impl Config {
                 .collect();
             if !auth.hba_allows_replication(&lines) {
                 warnings.push(format!(
-                    "SPILO_CONFIGURATION: postgresql.pg_hba has no host rule for replication by {}: replicas will fail to connect",
+                    "{user_var}: postgresql.pg_hba has no host rule for replication by {}: replicas will fail to connect",
                     auth.replication.username
                 ));
             }

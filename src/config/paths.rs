@@ -12,6 +12,8 @@ pub struct Paths {
     pub pgroot: PathBuf,
     pub pgdata: PathBuf,
     pub pglog: PathBuf,
+    /// PGWAL: a separate WAL volume (initdb --waldir), when given.
+    pub pgwal: Option<PathBuf>,
     pub rw_dir: PathBuf,
     pub wale_env_dir: PathBuf,
     pub log_env_dir: PathBuf,
@@ -23,17 +25,29 @@ impl Paths {
         let pgroot = absolute("PGROOT", &vars.pgroot, || pghome.join("pgdata/pgroot"))?;
         let pgdata = absolute("PGDATA", &vars.pgdata, || pgroot.join("data"))?;
         let pglog = absolute("PGLOG", &vars.pglog, || pgroot.join("pg_log"))?;
+        let pgwal = set(&vars.pgwal)
+            .map(|_| absolute("PGWAL", &vars.pgwal, PathBuf::new))
+            .transpose()?;
+        if pgwal.as_ref().is_some_and(|w| w.starts_with(&pgdata)) {
+            return Err(ConfigError::invalid(
+                "PGWAL",
+                set(&vars.pgwal).unwrap_or_default(),
+                "must be outside PGDATA (it is a separate WAL volume)",
+            ));
+        }
         let rw_dir = absolute("RW_DIR", &vars.rw_dir, || "/run".into())?;
         let wale_env_dir = absolute("WALE_ENV_DIR", &vars.wale_env_dir, || {
             rw_dir.join("etc/wal-e.d/env")
         })?;
-        let log_env_dir =
-            absolute("LOG_ENV_DIR", &vars.log_env_dir, || rw_dir.join("etc/log.d/env"))?;
+        let log_env_dir = absolute("LOG_ENV_DIR", &vars.log_env_dir, || {
+            rw_dir.join("etc/log.d/env")
+        })?;
         Ok(Paths {
             pghome,
             pgroot,
             pgdata,
             pglog,
+            pgwal,
             rw_dir,
             wale_env_dir,
             log_env_dir,
@@ -108,9 +122,15 @@ mod tests {
         assert_eq!(p.wale_env_dir, Path::new("/run/etc/wal-e.d/env"));
         assert_eq!(p.log_env_dir, Path::new("/run/etc/log.d/env"));
         assert_eq!(p.patroni_config(), Path::new("/run/postgres.yml"));
-        assert_eq!(p.patroni_config_link(), Path::new("/home/postgres/postgres.yml"));
+        assert_eq!(
+            p.patroni_config_link(),
+            Path::new("/home/postgres/postgres.yml")
+        );
         assert_eq!(p.pgpass(), Path::new("/run/postgresql/pgpass"));
-        assert_eq!(p.certs_dir().join("server.crt"), Path::new("/run/certs/server.crt"));
+        assert_eq!(
+            p.certs_dir().join("server.crt"),
+            Path::new("/run/certs/server.crt")
+        );
         assert_eq!(p.log_directory(), "../pg_log");
     }
 

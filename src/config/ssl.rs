@@ -39,10 +39,25 @@ struct Names {
 impl Ssl {
     pub fn from_vars(vars: &Vars, certs_dir: &Path) -> Result<Self, ConfigError> {
         let postgres = tls(
-            &Names { prefix: "SSL_", cert_default: "server.crt", key_default: "server.key", ca_default: "ca.crt" },
+            &Names {
+                prefix: "SSL_",
+                cert_default: "server.crt",
+                key_default: "server.key",
+                ca_default: "ca.crt",
+            },
             certs_dir,
-            [&vars.ssl_certificate_file, &vars.ssl_private_key_file, &vars.ssl_ca_file, &vars.ssl_crl_file],
-            [&vars.ssl_certificate, &vars.ssl_private_key, &vars.ssl_ca, &vars.ssl_crl],
+            [
+                &vars.ssl_certificate_file,
+                &vars.ssl_private_key_file,
+                &vars.ssl_ca_file,
+                &vars.ssl_crl_file,
+            ],
+            [
+                &vars.ssl_certificate,
+                &vars.ssl_private_key,
+                &vars.ssl_ca,
+                &vars.ssl_crl,
+            ],
         )?;
         let restapi_vars = [
             &vars.ssl_restapi_certificate_file,
@@ -50,8 +65,17 @@ impl Ssl {
             &vars.ssl_restapi_ca_file,
             &None,
         ];
-        let restapi_contents = [&vars.ssl_restapi_certificate, &vars.ssl_restapi_private_key, &vars.ssl_restapi_ca, &None];
-        let restapi = if restapi_vars.iter().chain(restapi_contents.iter()).any(|v| set(v).is_some()) {
+        let restapi_contents = [
+            &vars.ssl_restapi_certificate,
+            &vars.ssl_restapi_private_key,
+            &vars.ssl_restapi_ca,
+            &None,
+        ];
+        let restapi = if restapi_vars
+            .iter()
+            .chain(restapi_contents.iter())
+            .any(|v| set(v).is_some())
+        {
             let names = Names {
                 prefix: "SSL_RESTAPI_",
                 cert_default: "rest-api-server.crt",
@@ -79,21 +103,34 @@ fn tls(
     files: [&Option<String>; 4],
     contents: [&Option<String>; 4],
 ) -> Result<Tls, ConfigError> {
-    let var = |what: &str, file: bool| format!("{}{what}{}", names.prefix, if file { "_FILE" } else { "" });
+    let var = |what: &str, file: bool| {
+        format!("{}{what}{}", names.prefix, if file { "_FILE" } else { "" })
+    };
     let [cert_file, key_file, ca_file, crl_file] = files;
     let [cert, key, ca, crl] = contents;
 
-    let path = |what: &str, value: &Option<String>, default: Option<&str>| -> Result<Option<PathBuf>, ConfigError> {
+    let path = |what: &str,
+                value: &Option<String>,
+                default: Option<&str>|
+     -> Result<Option<PathBuf>, ConfigError> {
         match set(value) {
             Some(raw) if Path::new(raw).is_absolute() => Ok(Some(raw.into())),
-            Some(raw) => Err(ConfigError::invalid(&var(what, true), raw, "must be an absolute path")),
+            Some(raw) => Err(ConfigError::invalid(
+                &var(what, true),
+                raw,
+                "must be an absolute path",
+            )),
             None => Ok(default.map(|d| certs_dir.join(d))),
         }
     };
     let pem = |what: &str, value: &Option<String>| -> Result<Option<String>, ConfigError> {
         match set(value) {
             Some(text) if text.contains("-----BEGIN ") => Ok(Some(text.to_owned())),
-            Some(text) => Err(ConfigError::invalid(&var(what, false), text, "not PEM (no -----BEGIN line)")),
+            Some(text) => Err(ConfigError::invalid(
+                &var(what, false),
+                text,
+                "not PEM (no -----BEGIN line)",
+            )),
             None => Ok(None),
         }
     };
@@ -163,7 +200,10 @@ mod tests {
         .unwrap();
         assert_eq!(s.postgres.cert_file, Path::new("/tls/tls.crt"));
         assert_eq!(s.postgres.cert.as_deref(), Some(CERT));
-        assert_eq!(s.postgres.ca_file.as_deref(), Some(Path::new("/run/certs/ca.crt")));
+        assert_eq!(
+            s.postgres.ca_file.as_deref(),
+            Some(Path::new("/run/certs/ca.crt"))
+        );
     }
 
     #[test]
@@ -175,16 +215,25 @@ mod tests {
         })
         .unwrap();
         assert_eq!(s.postgres.key_file, Path::new("/tls/tls.key"));
-        assert_eq!(s.postgres.ca_file.as_deref(), Some(Path::new("/tls/ca.crt")));
+        assert_eq!(
+            s.postgres.ca_file.as_deref(),
+            Some(Path::new("/tls/ca.crt"))
+        );
         assert_eq!(s.postgres.cert, None);
     }
 
     #[test]
     fn certificate_needs_its_key() {
         let err = ssl(|v| v.ssl_certificate = Some(CERT.into())).unwrap_err();
-        assert_eq!(err.to_string(), "SSL_CERTIFICATE: given without SSL_PRIVATE_KEY");
+        assert_eq!(
+            err.to_string(),
+            "SSL_CERTIFICATE: given without SSL_PRIVATE_KEY"
+        );
         let err = ssl(|v| v.ssl_private_key = Some(KEY.into())).unwrap_err();
-        assert_eq!(err.to_string(), "SSL_PRIVATE_KEY: given without SSL_CERTIFICATE");
+        assert_eq!(
+            err.to_string(),
+            "SSL_PRIVATE_KEY: given without SSL_CERTIFICATE"
+        );
     }
 
     #[test]
@@ -194,7 +243,10 @@ mod tests {
             v.ssl_private_key = Some("hunter2".into());
         })
         .unwrap_err();
-        assert_eq!(err.to_string(), "SSL_PRIVATE_KEY=<redacted>: not PEM (no -----BEGIN line)");
+        assert_eq!(
+            err.to_string(),
+            "SSL_PRIVATE_KEY=<redacted>: not PEM (no -----BEGIN line)"
+        );
     }
 
     #[test]

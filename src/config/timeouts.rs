@@ -6,7 +6,11 @@ use serde_json::{Map, Value, json};
 
 use super::error::ConfigError;
 
-const DEFAULTS: [(&str, i64, i64); 3] = [("loop_wait", 10, 1), ("retry_timeout", 10, 3), ("ttl", 30, 20)];
+const DEFAULTS: [(&str, i64, i64); 3] = [
+    ("loop_wait", 10, 1),
+    ("retry_timeout", 10, 3),
+    ("ttl", 30, 20),
+];
 
 /// Raises values below Patroni's floors (loop_wait 1, retry_timeout 3,
 /// ttl 20) and keeps loop_wait + 2 * retry_timeout <= ttl, preferring to
@@ -33,7 +37,9 @@ pub fn adjust(user: &mut Map<String, Value>, var: &str) -> Result<Vec<String>, C
         };
         values[i] = value.max(*floor);
         if value < *floor {
-            warnings.push(format!("{var}: bootstrap.dcs.{key}={value} raised to Patroni's minimum {floor}"));
+            warnings.push(format!(
+                "{var}: bootstrap.dcs.{key}={value} raised to Patroni's minimum {floor}"
+            ));
             dcs.insert((*key).to_owned(), json!(floor));
         }
     }
@@ -68,7 +74,10 @@ mod tests {
     use super::*;
 
     fn run(dcs: Value) -> (Value, Vec<String>) {
-        let mut user = json!({ "bootstrap": { "dcs": dcs } }).as_object().cloned().unwrap();
+        let mut user = json!({ "bootstrap": { "dcs": dcs } })
+            .as_object()
+            .cloned()
+            .unwrap();
         let warnings = adjust(&mut user, "SPILO_CONFIGURATION").unwrap();
         (user["bootstrap"]["dcs"].clone(), warnings)
     }
@@ -76,7 +85,10 @@ mod tests {
     #[test]
     fn valid_values_are_kept() {
         let (dcs, w) = run(json!({ "ttl": 20, "loop_wait": 2, "retry_timeout": 4 }));
-        assert_eq!(dcs, json!({ "ttl": 20, "loop_wait": 2, "retry_timeout": 4 }));
+        assert_eq!(
+            dcs,
+            json!({ "ttl": 20, "loop_wait": 2, "retry_timeout": 4 })
+        );
         assert!(w.is_empty());
         let (dcs, w) = run(json!({ "synchronous_mode": true }));
         assert_eq!(dcs, json!({ "synchronous_mode": true }));
@@ -86,8 +98,14 @@ mod tests {
     #[test]
     fn floors_are_raised() {
         let (dcs, w) = run(json!({ "ttl": 10, "loop_wait": 2, "retry_timeout": 4 }));
-        assert_eq!(dcs, json!({ "ttl": 20, "loop_wait": 2, "retry_timeout": 4 }));
-        assert_eq!(w, ["SPILO_CONFIGURATION: bootstrap.dcs.ttl=10 raised to Patroni's minimum 20"]);
+        assert_eq!(
+            dcs,
+            json!({ "ttl": 20, "loop_wait": 2, "retry_timeout": 4 })
+        );
+        assert_eq!(
+            w,
+            ["SPILO_CONFIGURATION: bootstrap.dcs.ttl=10 raised to Patroni's minimum 20"]
+        );
         let (dcs, _) = run(json!({ "loop_wait": "0", "retry_timeout": 1 }));
         assert_eq!(dcs["loop_wait"], 1);
         assert_eq!(dcs["retry_timeout"], 3);
@@ -99,13 +117,22 @@ mod tests {
         assert_eq!(dcs["loop_wait"], 4);
         assert_eq!(w.len(), 1);
         let (dcs, _) = run(json!({ "ttl": 20, "retry_timeout": 15 }));
-        assert_eq!((dcs["loop_wait"].clone(), dcs["retry_timeout"].clone()), (json!(1), json!(9)));
+        assert_eq!(
+            (dcs["loop_wait"].clone(), dcs["retry_timeout"].clone()),
+            (json!(1), json!(9))
+        );
     }
 
     #[test]
     fn non_integers_are_errors() {
-        let mut user = json!({ "bootstrap": { "dcs": { "ttl": "soon" } } }).as_object().cloned().unwrap();
+        let mut user = json!({ "bootstrap": { "dcs": { "ttl": "soon" } } })
+            .as_object()
+            .cloned()
+            .unwrap();
         let err = adjust(&mut user, "SPILO_CONFIGURATION").unwrap_err();
-        assert_eq!(err.to_string(), "SPILO_CONFIGURATION=bootstrap.dcs.ttl: \"soon\": not an integer");
+        assert_eq!(
+            err.to_string(),
+            "SPILO_CONFIGURATION=bootstrap.dcs.ttl: \"soon\": not an integer"
+        );
     }
 }

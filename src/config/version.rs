@@ -35,7 +35,13 @@ impl fmt::Display for Source {
     }
 }
 
-/// The majors under `root` that have a bin directory, ascending.
+/// Subdirectory of the root with the majors `spilo build compress` packed
+/// (`<N>.json` beside each archive). They count as installed: `spilo init`
+/// unpacks the one it runs.
+pub const ARCHIVE_SUBDIR: &str = "archives";
+
+/// The majors under `root` that have a bin directory or an archive,
+/// ascending.
 pub fn installed_majors(root: &Path) -> Result<Vec<u32>, ConfigError> {
     let entries = std::fs::read_dir(root).map_err(|source| ConfigError::Read {
         path: root.to_owned(),
@@ -48,7 +54,20 @@ pub fn installed_majors(root: &Path) -> Result<Vec<u32>, ConfigError> {
             e.path().join("bin").is_dir().then_some(major)
         })
         .collect();
+    match std::fs::read_dir(root.join(ARCHIVE_SUBDIR)) {
+        Ok(archives) => majors.extend(archives.filter_map(Result::ok).filter_map(|e| {
+            e.file_name().to_str()?.strip_suffix(".json")?.parse::<u32>().ok()
+        })),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(source) => {
+            return Err(ConfigError::Read {
+                path: root.join(ARCHIVE_SUBDIR),
+                source,
+            });
+        }
+    }
     majors.sort_unstable();
+    majors.dedup();
     Ok(majors)
 }
 
@@ -63,9 +82,9 @@ pub fn choose(
     let listed = || list(installed);
     let wanted = pgversion
         .map(|raw| {
-            raw.trim()
-                .parse::<u32>()
-                .map_err(|_| ConfigError::invalid("PGVERSION", raw, "not a PostgreSQL major version"))
+            raw.trim().parse::<u32>().map_err(|_| {
+                ConfigError::invalid("PGVERSION", raw, "not a PostgreSQL major version")
+            })
         })
         .transpose()?;
 
@@ -93,7 +112,10 @@ pub fn choose(
                 return Err(ConfigError::invalid(
                     "PGVERSION",
                     &major.to_string(),
-                    format!("PostgreSQL {major} is not installed (installed: {})", listed()),
+                    format!(
+                        "PostgreSQL {major} is not installed (installed: {})",
+                        listed()
+                    ),
                 ));
             }
             None => match installed.last() {
@@ -153,6 +175,17 @@ mod tests {
     }
 
     #[test]
+    fn archived_majors_count_as_installed() {
+        let root = tree(&["17"]);
+        let archives = root.path().join(ARCHIVE_SUBDIR);
+        std::fs::create_dir_all(&archives).unwrap();
+        for name in ["15.json", "15.tar.zst", "17.json", "notes.json"] {
+            std::fs::write(archives.join(name), "").unwrap();
+        }
+        assert_eq!(installed_majors(root.path()).unwrap(), vec![15, 17]);
+    }
+
+    #[test]
     fn newest_without_pgversion_or_data() {
         let root = tree(&["15", "17"]);
         let data = tempfile::tempdir().unwrap();
@@ -193,7 +226,10 @@ mod tests {
     fn bad_pgversion() {
         let data = tempfile::tempdir().unwrap();
         let err = choose(Path::new("/r"), &[15], data.path(), Some("abc")).unwrap_err();
-        assert_eq!(err.to_string(), "PGVERSION=abc: not a PostgreSQL major version");
+        assert_eq!(
+            err.to_string(),
+            "PGVERSION=abc: not a PostgreSQL major version"
+        );
         let err = choose(Path::new("/r"), &[15], data.path(), Some("16")).unwrap_err();
         assert_eq!(
             err.to_string(),

@@ -15,7 +15,9 @@ pub struct Generated {
 pub fn self_signed(host_name: &str) -> Result<Generated, RenderError> {
     let err = |e: rcgen::Error| RenderError::Certificate(e.to_string());
     let mut params = CertificateParams::default();
-    params.distinguished_name.push(DnType::CommonName, host_name);
+    params
+        .distinguished_name
+        .push(DnType::CommonName, host_name);
     if let Ok(name) = host_name.to_owned().try_into() {
         params.subject_alt_names.push(SanType::DnsName(name));
     }

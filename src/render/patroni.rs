@@ -9,9 +9,7 @@ use crate::config::{Config, merge};
 /// The merged configuration as a tree, before it becomes YAML.
 pub fn tree(config: &Config) -> Result<Map<String, Value>, RenderError> {
     let id = &config.identity;
-    let tls = |t: &crate::config::ssl::Tls| {
-        json!({ "cert_file": t.cert_file, "key_file": t.key_file, "ca_file": t.ca_file, "crl_file": t.crl_file })
-    };
+    let tls = |t: &crate::config::ssl::Tls| json!({ "cert_file": t.cert_file, "key_file": t.key_file, "ca_file": t.ca_file, "crl_file": t.crl_file });
     let credentials = |c: &crate::config::auth::Credentials| json!({ "username": c.username, "password": c.password });
     let context = json!({
         "scope": id.scope,
@@ -27,6 +25,7 @@ pub fn tree(config: &Config) -> Result<Map<String, Value>, RenderError> {
         "shared_buffers_mb": config.sizing.shared_buffers_mb,
         "initdb_locale": config.initdb_locale,
         "pgdata": config.paths.pgdata,
+        "pgwal": config.paths.pgwal,
         "bin_dir": config.version.bin_dir,
         "pgpass": config.paths.pgpass(),
         "socket_dir": config.paths.socket_dir(),
@@ -39,8 +38,16 @@ pub fn tree(config: &Config) -> Result<Map<String, Value>, RenderError> {
     let text = super::templates::render("patroni.yml.j2", context)?;
     let mut tree = match serde_yaml_ng::from_str::<Value>(&text) {
         Ok(Value::Object(map)) => map,
-        Ok(_) => return Err(RenderError::Template("patroni.yml.j2 is not a mapping".into())),
-        Err(e) => return Err(RenderError::Template(format!("patroni.yml.j2 is not YAML: {e}"))),
+        Ok(_) => {
+            return Err(RenderError::Template(
+                "patroni.yml.j2 is not a mapping".into(),
+            ));
+        }
+        Err(e) => {
+            return Err(RenderError::Template(format!(
+                "patroni.yml.j2 is not YAML: {e}"
+            )));
+        }
     };
     merge::deep_merge(&mut tree, config.user.clone());
     Ok(tree)

@@ -4,10 +4,22 @@
 use minijinja::{AutoEscape, Environment};
 
 const TEMPLATES: [(&str, &str); 4] = [
-    ("patroni.yml.j2", include_str!("../../image/templates/patroni.yml.j2")),
-    ("pam-postgresql.j2", include_str!("../../image/templates/pam-postgresql.j2")),
-    ("pgbouncer.ini.j2", include_str!("../../image/templates/pgbouncer.ini.j2")),
-    ("userlist.txt.j2", include_str!("../../image/templates/userlist.txt.j2")),
+    (
+        "patroni.yml.j2",
+        include_str!("../../image/templates/patroni.yml.j2"),
+    ),
+    (
+        "pam-postgresql.j2",
+        include_str!("../../image/templates/pam-postgresql.j2"),
+    ),
+    (
+        "pgbouncer.ini.j2",
+        include_str!("../../image/templates/pgbouncer.ini.j2"),
+    ),
+    (
+        "userlist.txt.j2",
+        include_str!("../../image/templates/userlist.txt.j2"),
+    ),
 ];
 
 /// Renders one template with a serializable context.
@@ -21,6 +33,8 @@ pub fn render(name: &str, context: impl serde::Serialize) -> Result<String, mini
         .iter()
         .find(|(n, _)| *n == name)
         .map(|(_, s)| *s)
-        .ok_or_else(|| minijinja::Error::new(minijinja::ErrorKind::TemplateNotFound, name.to_owned()))?;
+        .ok_or_else(|| {
+            minijinja::Error::new(minijinja::ErrorKind::TemplateNotFound, name.to_owned())
+        })?;
     env.render_str(source, context)
 }

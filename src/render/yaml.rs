@@ -84,12 +84,15 @@ fn scalar_str(s: &str) -> String {
 }
 
 fn is_plain_safe(s: &str) -> bool {
-    const YAML11_WORDS: [&str; 12] = ["y", "n", "yes", "no", "on", "off", "true", "false", "null", "nan", "inf", "~"];
+    const YAML11_WORDS: [&str; 12] = [
+        "y", "n", "yes", "no", "on", "off", "true", "false", "null", "nan", "inf", "~",
+    ];
     let Some(first) = s.chars().next() else {
         return false;
     };
     (first.is_ascii_alphabetic() || first == '/' || first == '_')
-        && s.chars().all(|c| c.is_ascii_alphanumeric() || "_./-".contains(c))
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_./-".contains(c))
         && !YAML11_WORDS.contains(&s.to_ascii_lowercase().as_str())
 }
 
@@ -125,10 +128,19 @@ mod tests {
 
     #[test]
     fn yaml11_lookalikes_are_quoted() {
-        for s in ["on", "OFF", "yes", "n", "true", "null", "~", "0644", "1800s", "1d2", "", "*:8008", "%t [%p]", "a: b", "#x", "-x"] {
+        for s in [
+            "on", "OFF", "yes", "n", "true", "null", "~", "0644", "1800s", "1d2", "", "*:8008",
+            "%t [%p]", "a: b", "#x", "-x",
+        ] {
             assert!(scalar_str(s).starts_with('"'), "{s:?} must be quoted");
         }
-        for s in ["demo", "/run/postgres.yml", "en_US.UTF-8", "data-checksums", "hot_standby"] {
+        for s in [
+            "demo",
+            "/run/postgres.yml",
+            "en_US.UTF-8",
+            "data-checksums",
+            "hot_standby",
+        ] {
             assert_eq!(scalar_str(s), s);
         }
     }
