@@ -27,37 +27,18 @@ pub struct Auth {
 
 impl Auth {
     pub fn from_vars(vars: &Vars) -> Result<Self, ConfigError> {
-        let creds = |user_var,
-                     user: &Option<String>,
-                     default_user,
-                     password: &Option<String>,
-                     default_password: &str| {
-            Ok::<_, ConfigError>(Credentials {
-                username: role_name(user_var, user, default_user)?,
-                password: set(password).unwrap_or(default_password).to_owned(),
-            })
-        };
         Ok(Auth {
-            superuser: creds(
-                "PGUSER_SUPERUSER",
-                &vars.pguser_superuser,
-                "postgres",
-                &vars.pgpassword_superuser,
-                "zalando",
+            superuser: credentials(
+                ("PGUSER_SUPERUSER", &vars.pguser_superuser, "postgres"),
+                (&vars.pgpassword_superuser, "zalando"),
             )?,
-            replication: creds(
-                "PGUSER_STANDBY",
-                &vars.pguser_standby,
-                "standby",
-                &vars.pgpassword_standby,
-                "standby",
+            replication: credentials(
+                ("PGUSER_STANDBY", &vars.pguser_standby, "standby"),
+                (&vars.pgpassword_standby, "standby"),
             )?,
-            admin: creds(
-                "PGUSER_ADMIN",
-                &vars.pguser_admin,
-                "admin",
-                &vars.pgpassword_admin,
-                "cola",
+            admin: credentials(
+                ("PGUSER_ADMIN", &vars.pguser_admin, "admin"),
+                (&vars.pgpassword_admin, "cola"),
             )?,
             human_role: role_name("HUMAN_ROLE", &vars.human_role, "zalandos")?,
             pam_oauth2: set(&vars.pam_oauth2).map(PamOauth2::parse).transpose()?,
@@ -144,6 +125,17 @@ impl PamOauth2 {
             arguments: words.join(" "),
         })
     }
+}
+
+/// A role and its password, each with Spilo's default.
+fn credentials(
+    (user_var, user, default_user): (&str, &Option<String>, &str),
+    (password, default_password): (&Option<String>, &str),
+) -> Result<Credentials, ConfigError> {
+    Ok(Credentials {
+        username: role_name(user_var, user, default_user)?,
+        password: set(password).unwrap_or(default_password).to_owned(),
+    })
 }
 
 fn role_name(var: &str, value: &Option<String>, default: &str) -> Result<String, ConfigError> {
