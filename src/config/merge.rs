@@ -19,11 +19,12 @@ const MAPPINGS: [&str; 7] = [
     "restapi",
 ];
 
-/// The user's configuration, if any, with the variable it came from.
-/// SPILO_CONFIGURATION wins over PATRONI_CONFIGURATION, as in Spilo.
-pub fn user_configuration(
-    vars: &Vars,
-) -> Result<Option<(&'static str, Map<String, Value>)>, ConfigError> {
+/// A user configuration and the variable it came from.
+pub type Sourced = (&'static str, Map<String, Value>);
+
+/// The user's configuration, if any. SPILO_CONFIGURATION wins over
+/// PATRONI_CONFIGURATION, as in Spilo.
+pub fn user_configuration(vars: &Vars) -> Result<Option<Sourced>, ConfigError> {
     let (var, raw) = match (
         set(&vars.spilo_configuration),
         set(&vars.patroni_configuration),

@@ -1,11 +1,18 @@
-//! Leak and latency check: N logins (default 10,000) in one process through
-//! the real PAM stack (pam_start → pam_authenticate → pam_acct_mgmt →
-//! pam_end, module loaded from an /etc/pam.d service file) against a local
-//! HTTPS tokeninfo server, printing RSS growth and per-login time.
+//! Leak and latency check against a local HTTPS tokeninfo server.
+//!
+//! * N logins (default 10,000) through the real PAM stack: pam_start →
+//!   pam_authenticate → pam_acct_mgmt → pam_end, the module loaded from an
+//!   /etc/pam.d service file; cached agent and kept-alive connection, as in
+//!   pgbouncer. Every 10th login is denied (wrong user).
+//! * COLD logins (default 2,000) through the module's Rust entry with a new
+//!   agent each (roots, TLS config, new TLS connection), as in a fresh
+//!   PostgreSQL backend.
+//!
+//! Prints RSS at checkpoints and the time per login.
 //!
 //! ```text
 //! cargo build -p pam_oauth2 --release --examples
-//! target/release/examples/leak_check [N]
+//! target/release/examples/leak_check [N] [COLD]
 //! ```
 //! Needs root (writes /etc/pam.d/spilo-oauth2-test-*).
 
@@ -45,9 +52,9 @@ fn main() {
     let bob = CString::new("bob").expect("user");
     let token = CString::new("leak-token").expect("token");
 
-    let run = |count: usize| -> (usize, usize) {
+    let run = |start: usize, count: usize| -> (usize, usize) {
         let (mut ok, mut denied) = (0, 0);
-        for i in 0..count {
+        for i in start..start + count {
             // Every 10th login is a denial (wrong user) so both paths run.
             let user = if i % 10 == 9 { &bob } else { &alice };
             if pam_login(&service, user, &token) == 0 {
@@ -60,7 +67,7 @@ fn main() {
     };
 
     // Warm up: first dlopen, agent cache, allocator arenas.
-    run(500);
+    run(0, 500);
     let rss_before = rss_kib();
     let started = Instant::now();
     let mut checkpoints = Vec::new();
@@ -69,7 +76,7 @@ fn main() {
     let mut done = 0;
     while done < n {
         let count = step.min(n - done);
-        let (o, d) = run(count);
+        let (o, d) = run(done, count);
         ok += o;
         denied += d;
         done += count;
@@ -90,9 +97,53 @@ fn main() {
         "RSS before {rss_before} KiB, after {rss_after} KiB, growth {} KiB",
         rss_after as i64 - rss_before as i64
     );
+    println!(
+        "TLS connections the tokeninfo server accepted: {}",
+        server.connections()
+    );
+    // Cold path: a new agent (roots, TLS config, connection) per login, as
+    // in a fresh PostgreSQL backend, through the module's Rust entry.
+    let config = pam_oauth2::Config::parse(&[
+        server.url(),
+        "uid".to_owned(),
+        "realm=/employees".to_owned(),
+        format!("cafile={}", cafile.display()),
+    ])
+    .expect("config");
+    let cold: usize = std::env::args()
+        .nth(2)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(2_000);
+    let cold_login = || {
+        pam_oauth2::http::clear_agent_cache();
+        pam_oauth2::authenticate(&config, "alice", "leak-token").is_ok()
+    };
+    for _ in 0..200 {
+        cold_login();
+    }
+    let rss_cold_before = rss_kib();
+    let started = Instant::now();
+    let mut cold_ok = 0;
+    for i in 0..cold {
+        cold_ok += usize::from(cold_login());
+        if (i + 1) % (cold / 4).max(1) == 0 {
+            println!("  cold after {:>6}: RSS {} KiB", i + 1, rss_kib());
+        }
+    }
+    let cold_elapsed = started.elapsed();
+    let rss_cold_after = rss_kib();
+    println!(
+        "cold logins (new agent + TLS handshake each): {cold} ({cold_ok} granted), {:.1} µs each, \
+         RSS {rss_cold_before} -> {rss_cold_after} KiB, growth {} KiB",
+        cold_elapsed.as_secs_f64() * 1e6 / cold as f64,
+        rss_cold_after as i64 - rss_cold_before as i64
+    );
     let expected_denied = (0..n).filter(|i| i % 10 == 9).count();
-    if denied != expected_denied {
-        eprintln!("unexpected outcome count: {denied} denied, expected {expected_denied}");
+    if denied != expected_denied || cold_ok != cold {
+        eprintln!(
+            "unexpected outcome: {denied} denied (expected {expected_denied}), {cold_ok}/{cold} cold granted"
+        );
+        drop(svc); // exit() skips destructors: remove the service file first
         std::process::exit(1);
     }
 }

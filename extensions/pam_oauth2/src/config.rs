@@ -315,10 +315,7 @@ mod tests {
 
     #[test]
     fn errors() {
-        assert_eq!(
-            Config::parse(&[URL]),
-            Err(ConfigError::TooFewArguments)
-        );
+        assert_eq!(Config::parse(&[URL]), Err(ConfigError::TooFewArguments));
         assert_eq!(
             Config::parse::<&str>(&[]),
             Err(ConfigError::TooFewArguments)
@@ -351,7 +348,13 @@ mod tests {
             Config::parse(&[URL, "uid", "timeout=1", "timeout=2"]),
             Err(ConfigError::Duplicate("timeout"))
         ));
-        for bad in ["timeout=0", "timeout=-1", "timeout=abc", "timeout=301", "timeout="] {
+        for bad in [
+            "timeout=0",
+            "timeout=-1",
+            "timeout=abc",
+            "timeout=301",
+            "timeout=",
+        ] {
             assert!(
                 matches!(
                     Config::parse(&[URL, "uid", bad]),
@@ -383,7 +386,9 @@ mod tests {
     #[test]
     fn log_url_drops_secrets() {
         assert_eq!(
-            url_for_log("https://user:pw@info.example.com:8443/oauth2/tokeninfo?client_secret=s&access_token="),
+            url_for_log(
+                "https://user:pw@info.example.com:8443/oauth2/tokeninfo?client_secret=s&access_token="
+            ),
             "https://info.example.com:8443/oauth2/tokeninfo"
         );
         assert_eq!(url_for_log("https://h"), "https://h");

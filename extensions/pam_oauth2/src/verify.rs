@@ -79,7 +79,8 @@ mod tests {
     #[test]
     fn good_answer() {
         let c = config(&["realm=/employees", "n=5", "s=5", "active=true"]);
-        let body = br#"{"uid":"alice","realm":"/employees","n":5,"s":"5","active":true,"scope":["a"]}"#;
+        let body =
+            br#"{"uid":"alice","realm":"/employees","n":5,"s":"5","active":true,"scope":["a"]}"#;
         assert_eq!(check_answer(&c, "alice", body), Ok(()));
     }
 
@@ -99,18 +100,48 @@ mod tests {
         let cases: &[(&[u8], Mismatch)] = &[
             (b"{not json", Mismatch::MalformedJson),
             (b"", Mismatch::MalformedJson),
-            (br#"{"uid":"alice","realm":"/employees"} trailing"#, Mismatch::MalformedJson),
+            (
+                br#"{"uid":"alice","realm":"/employees"} trailing"#,
+                Mismatch::MalformedJson,
+            ),
             (br#"["uid","alice"]"#, Mismatch::NotAnObject),
             (br#""alice""#, Mismatch::NotAnObject),
-            (br#"{"realm":"/employees"}"#, Mismatch::MissingField("uid".into())),
-            (br#"{"uid":"bob","realm":"/employees"}"#, Mismatch::WrongUser("uid".into())),
-            (br#"{"uid":"Alice","realm":"/employees"}"#, Mismatch::WrongUser("uid".into())),
-            (br#"{"uid":["alice"],"realm":"/employees"}"#, Mismatch::WrongType("uid".into())),
-            (br#"{"uid":null,"realm":"/employees"}"#, Mismatch::WrongType("uid".into())),
-            (br#"{"uid":true,"realm":"/employees"}"#, Mismatch::WrongType("uid".into())),
-            (br#"{"uid":"alice"}"#, Mismatch::MissingField("realm".into())),
-            (br#"{"uid":"alice","realm":"/services"}"#, Mismatch::WrongClaim("realm".into())),
-            (br#"{"uid":"alice","realm":{"x":1}}"#, Mismatch::WrongType("realm".into())),
+            (
+                br#"{"realm":"/employees"}"#,
+                Mismatch::MissingField("uid".into()),
+            ),
+            (
+                br#"{"uid":"bob","realm":"/employees"}"#,
+                Mismatch::WrongUser("uid".into()),
+            ),
+            (
+                br#"{"uid":"Alice","realm":"/employees"}"#,
+                Mismatch::WrongUser("uid".into()),
+            ),
+            (
+                br#"{"uid":["alice"],"realm":"/employees"}"#,
+                Mismatch::WrongType("uid".into()),
+            ),
+            (
+                br#"{"uid":null,"realm":"/employees"}"#,
+                Mismatch::WrongType("uid".into()),
+            ),
+            (
+                br#"{"uid":true,"realm":"/employees"}"#,
+                Mismatch::WrongType("uid".into()),
+            ),
+            (
+                br#"{"uid":"alice"}"#,
+                Mismatch::MissingField("realm".into()),
+            ),
+            (
+                br#"{"uid":"alice","realm":"/services"}"#,
+                Mismatch::WrongClaim("realm".into()),
+            ),
+            (
+                br#"{"uid":"alice","realm":{"x":1}}"#,
+                Mismatch::WrongType("realm".into()),
+            ),
         ];
         for (body, want) in cases {
             assert_eq!(
@@ -125,8 +156,8 @@ mod tests {
     #[test]
     fn messages_carry_no_values() {
         let c = config(&["realm=/employees"]);
-        let e = check_answer(&c, "alice", br#"{"uid":"secret-token-value"}"#)
-            .expect_err("mismatch");
+        let e =
+            check_answer(&c, "alice", br#"{"uid":"secret-token-value"}"#).expect_err("mismatch");
         assert!(!e.to_string().contains("secret-token-value"));
     }
 }

@@ -10,7 +10,8 @@ use std::time::Duration;
 
 use support::{Ca, Reply, Server, Service, pamtester, syslog};
 
-const GOOD: &str = r#"{"uid":"alice","realm":"/employees","n":5,"scope":["uid"],"expires_in":3600}"#;
+const GOOD: &str =
+    r#"{"uid":"alice","realm":"/employees","n":5,"scope":["uid"],"expires_in":3600}"#;
 
 /// A CA, a server of that CA, a temp dir holding the CA file.
 struct Fixture {
@@ -58,10 +59,7 @@ fn assert_logged(service: &Service, want: &str, token: &str) {
         eprintln!("logged: {line}");
     }
     for line in log.all() {
-        assert!(
-            !line.contains(token),
-            "token leaked into the log: {line}"
-        );
+        assert!(!line.contains(token), "token leaked into the log: {line}");
     }
 }
 
@@ -108,10 +106,8 @@ fn wrong_login_is_denied() {
 fn failing_claim_is_denied() {
     let f = fixture();
     let token = "token-service-0002";
-    f.server.reply(
-        token,
-        Reply::json(r#"{"uid":"alice","realm":"/services"}"#),
-    );
+    f.server
+        .reply(token, Reply::json(r#"{"uid":"alice","realm":"/services"}"#));
     let svc = Service::new("required", &f.args(""));
     let out = pamtester(&svc, "alice", token, &["authenticate"]);
     assert!(!out.ok, "expected denial: {}", out.output);
@@ -158,8 +154,10 @@ fn unknown_token_401_is_denied() {
 #[test]
 fn malformed_body_is_denied() {
     let f = fixture();
-    f.server
-        .reply("bad-json", Reply::json(r#"{"uid":"alice","realm":"/employees""#));
+    f.server.reply(
+        "bad-json",
+        Reply::json(r#"{"uid":"alice","realm":"/employees""#),
+    );
     f.server.reply("not-object", Reply::json(r#"["alice"]"#));
     f.server.reply("empty", Reply::json(""));
     let svc = Service::new("required", &f.args(""));
@@ -210,7 +208,10 @@ fn plain_http_url_is_refused() {
     syslog();
     let server = Server::plain();
     server.reply("tok-plain", Reply::json(GOOD));
-    let svc = Service::new("required", &format!("{} uid realm=/employees", server.url()));
+    let svc = Service::new(
+        "required",
+        &format!("{} uid realm=/employees", server.url()),
+    );
     let out = pamtester(&svc, "alice", "tok-plain", &["authenticate"]);
     assert!(!out.ok, "expected denial: {}", out.output);
     assert_eq!(server.connections(), 0, "the module must not even connect");
@@ -223,9 +224,16 @@ fn untrusted_certificate_is_denied() {
     f.server.reply("tok-untrusted", Reply::json(GOOD));
 
     // Only the system CA store: the test CA is not in it.
-    let svc = Service::new("required", &format!("{} uid realm=/employees", f.server.url()));
+    let svc = Service::new(
+        "required",
+        &format!("{} uid realm=/employees", f.server.url()),
+    );
     let out = pamtester(&svc, "alice", "tok-untrusted", &["authenticate"]);
-    assert!(!out.ok, "system store must not trust the test CA: {}", out.output);
+    assert!(
+        !out.ok,
+        "system store must not trust the test CA: {}",
+        out.output
+    );
     assert_logged(&svc, "TLS error", "tok-untrusted");
 
     // A cafile= of a different CA.
@@ -241,7 +249,11 @@ fn untrusted_certificate_is_denied() {
         ),
     );
     let out = pamtester(&svc, "alice", "tok-untrusted", &["authenticate"]);
-    assert!(!out.ok, "a different CA must not be trusted: {}", out.output);
+    assert!(
+        !out.ok,
+        "a different CA must not be trusted: {}",
+        out.output
+    );
 
     // The handshakes failed; no request (and so no token) got through.
     assert!(f.server.tokens().is_empty(), "{:?}", f.server.events());
@@ -258,8 +270,8 @@ fn empty_token_and_bad_configuration_are_denied() {
     assert!(f.server.tokens().is_empty());
 
     for args in [
-        f.server.url(),                                   // no login field
-        format!("{} uid bogus", f.server.url()),          // unknown bare word
+        f.server.url(),                                    // no login field
+        format!("{} uid bogus", f.server.url()),           // unknown bare word
         format!("{} uid timeout=forever", f.server.url()), // bad option value
         format!("{} uid cafile=/nonexistent/ca.pem", f.server.url()),
     ] {
@@ -298,4 +310,29 @@ fn concurrent_authentications_in_one_process() {
         t.join().expect("thread");
     }
     assert_eq!(f.server.tokens().len(), 8 * 20 * 2);
+}
+
+#[test]
+fn host_name_url_is_resolved() {
+    let f = fixture();
+    f.server.reply("tok-host", Reply::json(GOOD));
+    let url = f.server.url_with_host("localhost");
+    let svc = Service::new(
+        "required",
+        &format!("{url} uid realm=/employees cafile={}", f.cafile.display()),
+    );
+    let out = pamtester(&svc, "alice", "tok-host", &["authenticate"]);
+    assert!(out.ok, "expected success via localhost: {}", out.output);
+
+    // Repeated logins in one process reuse the lookup and the connection.
+    let config = pam_oauth2::Config::parse(&[
+        url,
+        "uid".to_owned(),
+        format!("cafile={}", f.cafile.display()),
+    ])
+    .expect("config");
+    for _ in 0..5 {
+        pam_oauth2::authenticate(&config, "alice", "tok-host").expect("granted");
+    }
+    assert_eq!(f.server.tokens().len(), 6);
 }

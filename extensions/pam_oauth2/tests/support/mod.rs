@@ -178,8 +178,13 @@ impl Server {
 
     /// The tokeninfo URL the module is configured with.
     pub fn url(&self) -> String {
+        self.url_with_host("127.0.0.1")
+    }
+
+    /// The tokeninfo URL with another host name for 127.0.0.1.
+    pub fn url_with_host(&self, host: &str) -> String {
         format!(
-            "{}://127.0.0.1:{}/oauth2/tokeninfo?access_token=",
+            "{}://{host}:{}/oauth2/tokeninfo?access_token=",
             if self.tls { "https" } else { "http" },
             self.addr.port()
         )
@@ -338,10 +343,15 @@ fn percent_decode(s: &str) -> String {
 /// `target/<profile>/libpam_oauth2.so`.
 pub fn module_path() -> PathBuf {
     let exe = std::env::current_exe().expect("current_exe");
-    let mut candidates = Vec::new();
-    for dir in exe.ancestors().skip(1).take(3) {
-        candidates.push(dir.join("libpam_oauth2.so"));
-    }
+    // Tests and benches live in target/<profile>/deps, next to the cdylib
+    // cargo builds for them; examples in target/<profile>/examples.
+    let exe_dir = exe.parent().unwrap_or(Path::new("."));
+    let profile_dir = exe_dir.parent().unwrap_or(Path::new("."));
+    let candidates = [
+        exe_dir.join("libpam_oauth2.so"),
+        profile_dir.join("deps").join("libpam_oauth2.so"),
+        profile_dir.join("libpam_oauth2.so"),
+    ];
     candidates
         .iter()
         .find(|p| p.is_file())
@@ -368,13 +378,17 @@ impl Service {
     /// `auth <control> <module> <args>` and `account <control> <module>`.
     pub fn new(control: &str, args: &str) -> Service {
         let module = module_path();
+        Service::raw(&format!(
+            "auth {control} {m} {args}\naccount {control} {m}\n",
+            m = module.display()
+        ))
+    }
+
+    /// A service file with the given text.
+    pub fn raw(text: &str) -> Service {
         let n = SERVICE_SEQ.fetch_add(1, Ordering::SeqCst);
         let name = format!("spilo-oauth2-test-{}-{n}", std::process::id());
         let path = Path::new("/etc/pam.d").join(&name);
-        let text = format!(
-            "auth {control} {m} {args}\naccount {control} {m}\n",
-            m = module.display()
-        );
         std::fs::write(&path, text).unwrap_or_else(|e| {
             panic!(
                 "cannot write {} ({e}); these tests must run as root",
@@ -513,7 +527,6 @@ pub fn rss_kib() -> u64 {
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .unwrap_or(0)
 }
-
 
 /// The PAM conversation of [`pam_login`]: answers every prompt with the
 /// token passed as `appdata_ptr` (a `*const CStr`).
