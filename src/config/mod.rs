@@ -87,8 +87,8 @@ impl Config {
         let vars = env.vars()?;
         let paths = Paths::from_vars(&vars)?;
         let identity = Identity::from_vars(&vars, system.host)?;
-        let (user_var, mut user) = merge::user_configuration(&vars)?
-            .unwrap_or(("SPILO_CONFIGURATION", Map::new()));
+        let (user_var, mut user) =
+            merge::user_configuration(&vars)?.unwrap_or(("SPILO_CONFIGURATION", Map::new()));
         let mut warnings = timeouts::adjust(&mut user, user_var)?;
         let dcs = dcs::choose(
             env,
