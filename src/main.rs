@@ -1,10 +1,12 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 
 use spilo::config::{Env, version::DEFAULT_POSTGRES_ROOT};
 use spilo::configure;
+use spilo::init::{self, children::Programs, hooks, logging};
 use spilo::render::Section;
 
 /// PostgreSQL high availability in one image, configured by environment
@@ -33,6 +35,58 @@ enum Command {
         #[arg(long, env = "SPILO_POSTGRES_ROOT", default_value = DEFAULT_POSTGRES_ROOT)]
         postgres_root: PathBuf,
     },
+    /// The container's entrypoint: prepare the volumes, configure, then
+    /// run and supervise etcd (without a DCS), Patroni and pgbouncer.
+    Init {
+        /// Where the PostgreSQL majors are installed (<root>/<major>/bin).
+        #[arg(long, env = "SPILO_POSTGRES_ROOT", default_value = DEFAULT_POSTGRES_ROOT)]
+        postgres_root: PathBuf,
+        /// The Patroni executable.
+        #[arg(long, env = "SPILO_PATRONI_BIN", default_value = "patroni")]
+        patroni: PathBuf,
+        /// The etcd executable, run when no DCS is configured.
+        #[arg(long, env = "SPILO_ETCD_BIN", default_value = "etcd")]
+        etcd: PathBuf,
+        /// The pgbouncer executable, run when PGBOUNCER_CONFIGURATION is set.
+        #[arg(long, env = "SPILO_PGBOUNCER_BIN", default_value = "pgbouncer")]
+        pgbouncer: PathBuf,
+        /// Seconds a shutdown may take before what is left is killed.
+        #[arg(long, env = "SPILO_STOP_TIMEOUT", default_value_t = 60)]
+        stop_timeout: u64,
+        /// The nss_wrapper library preloaded for a uid without a passwd entry.
+        #[arg(long, env = "SPILO_NSS_WRAPPER", default_value = "libnss_wrapper.so")]
+        nss_wrapper: String,
+        /// Log lines as plain text or JSON objects.
+        #[arg(long, env = "SPILO_LOG_FORMAT", value_enum, default_value = "plain")]
+        log_format: logging::Format,
+    },
+    /// The image build steps (run by the Dockerfile).
+    Build(spilo::build::BuildArgs),
+    /// Print the image's manifest: majors, package versions, extensions.
+    Manifest,
+    /// Patroni's hooks (called by Patroni, not by hand).
+    Hook {
+        #[command(subcommand)]
+        hook: Hook,
+    },
+}
+
+#[derive(Subcommand)]
+enum Hook {
+    /// bootstrap.post_init: create the roles after bootstrap.
+    PostInit {
+        /// The spec `init` wrote.
+        spec: PathBuf,
+        /// The superuser connection string Patroni passes.
+        connection: String,
+    },
+    /// postgresql.callbacks.on_role_change: create the roles on promotion.
+    OnRoleChange {
+        spec: PathBuf,
+        action: String,
+        role: String,
+        scope: String,
+    },
 }
 
 fn main() -> ExitCode {
@@ -59,6 +113,71 @@ fn main() -> ExitCode {
                 Err(e) => {
                     eprintln!("spilo: error: {e}");
                     ExitCode::from(e.exit_code())
+                }
+            }
+        }
+        Command::Init {
+            postgres_root,
+            patroni,
+            etcd,
+            pgbouncer,
+            stop_timeout,
+            nss_wrapper,
+            log_format,
+        } => {
+            logging::init(log_format);
+            let options = init::Options {
+                postgres_root,
+                programs: Programs {
+                    patroni,
+                    etcd,
+                    pgbouncer,
+                },
+                grace: Duration::from_secs(stop_timeout),
+                nss_wrapper,
+                hook_program: std::env::current_exe().unwrap_or_else(|_| "spilo".into()),
+            };
+            match init::run(&Env::from_process(), &options) {
+                Ok(status) => ExitCode::from(status),
+                Err(e) => {
+                    tracing::error!("{e}");
+                    ExitCode::from(e.exit_code())
+                }
+            }
+        }
+        Command::Build(args) => match spilo::build::main(&args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("spilo build: error: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Manifest => match spilo::build::manifest::print(&mut std::io::stdout().lock()) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("spilo manifest: error: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Hook { hook } => {
+            let result = match hook {
+                Hook::PostInit { spec, connection } => hooks::read_spec(&spec).and_then(|s| {
+                    hooks::post_init(&s, &connection)?;
+                    Ok(Some(format!("post-init: {}", hooks::summary(&s))))
+                }),
+                Hook::OnRoleChange { spec, role, .. } => hooks::read_spec(&spec).and_then(|s| {
+                    let acted = hooks::on_role_change(&s, &role)?;
+                    Ok(acted.then(|| format!("on-role-change to {role}: {}", hooks::summary(&s))))
+                }),
+            };
+            match result {
+                Ok(line) => {
+                    line.iter().for_each(|l| eprintln!("spilo hook {l}"));
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("spilo hook: error: {e}");
+                    ExitCode::FAILURE
                 }
             }
         }

@@ -6,8 +6,9 @@ use std::path::{Path, PathBuf};
 
 use super::error::ConfigError;
 
-/// Where the per-major trees live (`<root>/<major>/bin`).
-pub const DEFAULT_POSTGRES_ROOT: &str = "/usr/lib/postgresql";
+/// Where the per-major trees live (`<root>/<major>/bin`), and where the
+/// packed ones are: the image's layout, defined with the build steps.
+pub use crate::build::layout::{ARCHIVE_SUBDIR, POSTGRES_ROOT as DEFAULT_POSTGRES_ROOT};
 
 /// Why a major was chosen, for the log line that reports it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,11 +36,6 @@ impl fmt::Display for Source {
     }
 }
 
-/// Subdirectory of the root with the majors `spilo build compress` packed
-/// (`<N>.json` beside each archive). They count as installed: `spilo init`
-/// unpacks the one it runs.
-pub const ARCHIVE_SUBDIR: &str = "archives";
-
 /// The majors under `root` that have a bin directory or an archive,
 /// ascending.
 pub fn installed_majors(root: &Path) -> Result<Vec<u32>, ConfigError> {
@@ -56,7 +52,11 @@ pub fn installed_majors(root: &Path) -> Result<Vec<u32>, ConfigError> {
         .collect();
     match std::fs::read_dir(root.join(ARCHIVE_SUBDIR)) {
         Ok(archives) => majors.extend(archives.filter_map(Result::ok).filter_map(|e| {
-            e.file_name().to_str()?.strip_suffix(".json")?.parse::<u32>().ok()
+            e.file_name()
+                .to_str()?
+                .strip_suffix(".json")?
+                .parse::<u32>()
+                .ok()
         })),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(source) => {

@@ -1,0 +1,672 @@
+//! `spilo build compress`: every major but the default is packed into its
+//! own archive (what only that major needs: its tree and the libraries no
+//! other part of the image uses), and `unpack_if_needed` is what `spilo init`
+//! calls to unpack one major into a writable place before Patroni starts.
+//!
+//! Archives live in `<postgres root>/archives/<N>.tar.zst` (or `.tar.gz`)
+//! with `<N>.json` beside them. An unpacked major is relocated: PostgreSQL
+//! finds its share and lib directories relative to its binaries, and the
+//! libraries it brought are found through `library_path` (LD_LIBRARY_PATH).
+//! None of them shadow a library of the image: each was removed from it.
+
+use std::collections::BTreeSet;
+use std::fs::File;
+use std::io::{BufReader, BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+
+use super::dpkg::{self, Installed};
+use super::install::Selection;
+use super::layout::{ARCHIVE_SUBDIR, POSTGRES_ROOT};
+use super::slim::{mib, walk};
+use super::spec::Spec;
+use super::{BuildError, Progress, under};
+
+/// zstd's long-distance window (128 MiB, as `zstd --long`): the majors'
+/// trees repeat content far apart. Decoders accept it by default.
+const WINDOW_LOG: u32 = 27;
+
+/// Parts of an exclusive package that are packed. Anything else of it (data
+/// under /usr/share, programs in /usr/bin) stays, since libraries find data
+/// by absolute path.
+const PACKED: [&str; 2] = ["/usr/lib/", "/usr/share/postgresql/"];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Format {
+    /// zstd -19 with a long window: a third of gzip's size, unpacks in well
+    /// under a second.
+    Zstd,
+    /// gzip (flate2): no smaller than the image layer's own gzip.
+    Gzip,
+}
+
+impl Format {
+    fn extension(self) -> &'static str {
+        match self {
+            Format::Zstd => "tar.zst",
+            Format::Gzip => "tar.gz",
+        }
+    }
+
+    fn default_level(self) -> i32 {
+        match self {
+            Format::Zstd => 19,
+            Format::Gzip => 9,
+        }
+    }
+}
+
+/// `<N>.json` next to an archive: how to use it, and what `manifest` reports.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ArchiveInfo {
+    pub major: u32,
+    pub format: Format,
+    /// File name inside the archive directory.
+    pub file: String,
+    pub bytes: u64,
+    pub unpacked_bytes: u64,
+    pub files: u64,
+    /// Directories (relative to the unpack root) holding shared libraries.
+    pub library_dirs: Vec<PathBuf>,
+    pub extensions: Vec<String>,
+    /// The packages whose files are packed.
+    pub packages: Vec<String>,
+    /// Unpack time measured at build.
+    pub unpack_seconds: f64,
+}
+
+pub fn archive_dir(postgres_root: &Path) -> PathBuf {
+    postgres_root.join(ARCHIVE_SUBDIR)
+}
+
+pub fn info_path(postgres_root: &Path, major: u32) -> PathBuf {
+    archive_dir(postgres_root).join(format!("{major}.json"))
+}
+
+pub fn read_info(postgres_root: &Path, major: u32) -> Result<ArchiveInfo, BuildError> {
+    let path = info_path(postgres_root, major);
+    let text = std::fs::read_to_string(&path).map_err(|e| BuildError::io("read", &path, e))?;
+    serde_json::from_str(&text).map_err(|source| BuildError::Json { path, source })
+}
+
+pub fn run(root: &Path, spec: &Spec, format: Format, level: Option<i32>) -> Result<(), BuildError> {
+    let progress = Progress::start("compress");
+    let level = level.unwrap_or(format.default_level());
+    let selection = Selection::load(root)?;
+    let installed = Installed::query()?;
+    let default = spec.image.default_major;
+    let postgres_root = under(root, POSTGRES_ROOT);
+    for (&major, packages) in selection.majors.iter().filter(|(m, _)| **m != default) {
+        let mut others: Vec<&String> = spec
+            .bootstrap
+            .packages
+            .iter()
+            .chain(&selection.global)
+            .collect();
+        for (_, list) in selection.majors.iter().filter(|(m, _)| **m != major) {
+            others.extend(list);
+        }
+        let keep = installed.closure(others);
+        let exclusive: BTreeSet<String> = installed
+            .closure(packages)
+            .difference(&keep)
+            .cloned()
+            .collect();
+        // The major's own trees whole (package scripts add files there, e.g.
+        // PostGIS's control files as alternatives), plus the libraries of
+        // the packages only it needs.
+        let mut paths: BTreeSet<PathBuf> = BTreeSet::new();
+        for tree in [
+            format!("/usr/lib/postgresql/{major}"),
+            format!("/usr/share/postgresql/{major}"),
+        ] {
+            walk(&under(root, &tree), &mut |path, _| {
+                if let Ok(inside) = path.strip_prefix(root) {
+                    paths.insert(Path::new("/").join(inside));
+                }
+                Ok(())
+            })?;
+        }
+        paths.extend(dpkg::files_of(&exclusive)?.into_iter().filter(|p| {
+            PACKED
+                .iter()
+                .any(|prefix| p.starts_with(prefix) && p.as_os_str().len() > prefix.len())
+        }));
+        let paths: Vec<PathBuf> = paths.into_iter().collect();
+        progress.say(&format!(
+            "PostgreSQL {major}: {} packages only it needs; packing with {format:?} level {level}",
+            exclusive.len()
+        ));
+        let extensions = extensions_of(root, major)?;
+        let started = Instant::now();
+        let file = format!("{major}.{}", format.extension());
+        let archive = archive_dir(&postgres_root).join(&file);
+        let (files, unpacked_bytes) = pack(root, &paths, &archive, format, level)?;
+        let bytes = std::fs::metadata(&archive)
+            .map_err(|e| BuildError::io("inspect", &archive, e))?
+            .len();
+        progress.say(&format!(
+            "PostgreSQL {major}: {files} files, {} → {} in {:.1}s",
+            mib(unpacked_bytes),
+            mib(bytes),
+            started.elapsed().as_secs_f64()
+        ));
+        let mut info = ArchiveInfo {
+            major,
+            format,
+            file,
+            bytes,
+            unpacked_bytes,
+            files,
+            library_dirs: Vec::new(),
+            extensions,
+            packages: exclusive.into_iter().collect(),
+            unpack_seconds: 0.0,
+        };
+        // Check the archive before the originals go: unpack it, find its
+        // libraries, and see every program and module resolve its own.
+        let scratch = tempdir(root, major)?;
+        let started = Instant::now();
+        unpack(&archive, format, &scratch)?;
+        info.unpack_seconds = started.elapsed().as_secs_f64();
+        info.library_dirs = library_dirs(&scratch)?;
+        let unpacked_extensions = extensions_of(&scratch, major)?;
+        if unpacked_extensions != info.extensions {
+            return Err(BuildError::Check(format!(
+                "PostgreSQL {major} unpacked has extensions {unpacked_extensions:?}, the image had {:?}",
+                info.extensions
+            )));
+        }
+        remove_packed(root, &paths)?;
+        let checked = check_links(&scratch, major, &info.library_dirs);
+        std::fs::remove_dir_all(&scratch).map_err(|e| BuildError::io("remove", &scratch, e))?;
+        checked?;
+        progress.say(&format!(
+            "PostgreSQL {major}: unpacks in {:.2}s; libraries in {}",
+            info.unpack_seconds,
+            info.library_dirs
+                .iter()
+                .map(|d| d.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+        let path = info_path(&postgres_root, major);
+        let text = serde_json::to_string_pretty(&info).map_err(|source| BuildError::Json {
+            path: path.clone(),
+            source,
+        })?;
+        std::fs::write(&path, text).map_err(|e| BuildError::io("write", &path, e))?;
+    }
+    progress.say("done");
+    Ok(())
+}
+
+/// Extension names a major ships (its `*.control` files).
+pub fn extensions_of(root: &Path, major: u32) -> Result<Vec<String>, BuildError> {
+    let dir = under(root, format!("/usr/share/postgresql/{major}/extension"));
+    let read = std::fs::read_dir(&dir).map_err(|e| BuildError::io("list", &dir, e))?;
+    let mut names: Vec<String> = read
+        .filter_map(Result::ok)
+        // A link that leads nowhere is no extension.
+        .filter(|e| e.path().is_file())
+        .filter_map(|e| {
+            e.file_name()
+                .to_str()?
+                .strip_suffix(".control")
+                .map(str::to_owned)
+        })
+        .collect();
+    names.sort();
+    Ok(names)
+}
+
+/// Packs the existing files and links among `paths` (absolute, as in the
+/// image) into `archive`. Returns (entries, bytes of regular files).
+pub fn pack(
+    root: &Path,
+    paths: &[PathBuf],
+    archive: &Path,
+    format: Format,
+    level: i32,
+) -> Result<(u64, u64), BuildError> {
+    if let Some(parent) = archive.parent() {
+        std::fs::create_dir_all(parent).map_err(|e| BuildError::io("create", parent, e))?;
+    }
+    let out = File::create(archive).map_err(|e| BuildError::io("create", archive, e))?;
+    let out = BufWriter::new(out);
+    let io = |e| BuildError::io("write", archive, e);
+    match format {
+        Format::Zstd => {
+            let mut enc = zstd::Encoder::new(out, level).map_err(io)?;
+            enc.long_distance_matching(true).map_err(io)?;
+            enc.window_log(WINDOW_LOG).map_err(io)?;
+            let (count, bytes, enc) = append_all(root, paths, enc, archive)?;
+            enc.finish().map_err(io)?.flush().map_err(io)?;
+            Ok((count, bytes))
+        }
+        Format::Gzip => {
+            let enc = flate2::write::GzEncoder::new(
+                out,
+                flate2::Compression::new(level.clamp(0, 9) as u32),
+            );
+            let (count, bytes, enc) = append_all(root, paths, enc, archive)?;
+            enc.finish().map_err(io)?.flush().map_err(io)?;
+            Ok((count, bytes))
+        }
+    }
+}
+
+fn append_all<W: Write>(
+    root: &Path,
+    paths: &[PathBuf],
+    out: W,
+    archive: &Path,
+) -> Result<(u64, u64, W), BuildError> {
+    let mut builder = tar::Builder::new(out);
+    builder.follow_symlinks(false);
+    let (mut count, mut bytes) = (0, 0);
+    for path in paths {
+        let full = under(root, path);
+        let meta = match std::fs::symlink_metadata(&full) {
+            Ok(meta) => meta,
+            // Removed by slim.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(BuildError::io("inspect", &full, e)),
+        };
+        if meta.is_dir() {
+            continue;
+        }
+        let name = path.strip_prefix("/").unwrap_or(path);
+        // A link to an absolute path (alternatives, mostly) would leave the
+        // relocated tree: packed as the file it leads to.
+        let source = match std::fs::read_link(&full) {
+            Ok(target) if target.is_absolute() => resolve(root, &full)?,
+            _ => full.clone(),
+        };
+        builder
+            .append_path_with_name(&source, name)
+            .map_err(|e| BuildError::io("pack", &full, e))?;
+        count += 1;
+        if meta.is_file() {
+            bytes += meta.len();
+        }
+    }
+    let out = builder
+        .into_inner()
+        .map_err(|e| BuildError::io("write", archive, e))?;
+    Ok((count, bytes, out))
+}
+
+/// Follows `link` (inside `root`) to what is not a link.
+fn resolve(root: &Path, link: &Path) -> Result<PathBuf, BuildError> {
+    let mut current = link.to_owned();
+    for _ in 0..40 {
+        let target = match std::fs::read_link(&current) {
+            Ok(target) => target,
+            Err(e) if e.kind() == std::io::ErrorKind::InvalidInput => return Ok(current),
+            Err(e) => return Err(BuildError::io("follow", &current, e)),
+        };
+        current = if target.is_absolute() {
+            under(root, target)
+        } else {
+            current.parent().unwrap_or(Path::new("/")).join(target)
+        };
+    }
+    Err(BuildError::Check(format!(
+        "{}: too many levels of links",
+        link.display()
+    )))
+}
+
+/// Unpacks `archive` into `dest` (created).
+pub fn unpack(archive: &Path, format: Format, dest: &Path) -> Result<(), BuildError> {
+    let file = File::open(archive).map_err(|e| BuildError::io("open", archive, e))?;
+    let file = BufReader::new(file);
+    std::fs::create_dir_all(dest).map_err(|e| BuildError::io("create", dest, e))?;
+    let unpack = |reader: &mut dyn std::io::Read| {
+        let mut tar = tar::Archive::new(reader);
+        tar.set_preserve_permissions(true);
+        tar.set_preserve_mtime(true);
+        tar.unpack(dest)
+            .map_err(|e| BuildError::io("unpack", archive, e))
+    };
+    match format {
+        Format::Zstd => {
+            let mut dec =
+                zstd::Decoder::with_buffer(file).map_err(|e| BuildError::io("open", archive, e))?;
+            dec.window_log_max(WINDOW_LOG)
+                .map_err(|e| BuildError::io("open", archive, e))?;
+            unpack(&mut dec)
+        }
+        Format::Gzip => unpack(&mut flate2::read::GzDecoder::new(file)),
+    }
+}
+
+/// An unpacked major: configure with `postgres_root`, run PostgreSQL with
+/// `library_path` in LD_LIBRARY_PATH.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Unpacked {
+    pub postgres_root: PathBuf,
+    pub library_path: Vec<PathBuf>,
+    /// False when an earlier start of this container had unpacked it.
+    pub fresh: bool,
+    pub seconds: f64,
+}
+
+/// Unpacks `major` into `<dest>/<major>` unless it is installed uncompressed
+/// (`None`) or already unpacked there. Only that major is touched.
+pub fn unpack_if_needed(
+    postgres_root: &Path,
+    major: u32,
+    dest: &Path,
+) -> Result<Option<Unpacked>, BuildError> {
+    if postgres_root.join(major.to_string()).join("bin").is_dir() {
+        return Ok(None);
+    }
+    let info = read_info(postgres_root, major)?;
+    let archive = archive_dir(postgres_root).join(&info.file);
+    let target = dest.join(major.to_string());
+    let marker = target.join(".spilo-unpacked");
+    let stamp = format!("{} {}\n", info.file, info.bytes);
+    let started = Instant::now();
+    let fresh = match std::fs::read_to_string(&marker) {
+        Ok(text) if text == stamp => false,
+        _ => {
+            // A partial unpack from an interrupted start is replaced whole.
+            let tmp = dest.join(format!(".{major}.unpacking"));
+            for stale in [&tmp, &target] {
+                if stale.exists() {
+                    std::fs::remove_dir_all(stale)
+                        .map_err(|e| BuildError::io("remove", stale, e))?;
+                }
+            }
+            unpack(&archive, info.format, &tmp)?;
+            std::fs::write(tmp.join(".spilo-unpacked"), &stamp)
+                .map_err(|e| BuildError::io("write", &tmp, e))?;
+            std::fs::rename(&tmp, &target).map_err(|e| BuildError::io("rename", &tmp, e))?;
+            true
+        }
+    };
+    Ok(Some(Unpacked {
+        postgres_root: under(&target, POSTGRES_ROOT),
+        library_path: info.library_dirs.iter().map(|d| target.join(d)).collect(),
+        fresh,
+        seconds: started.elapsed().as_secs_f64(),
+    }))
+}
+
+/// Directories holding shared libraries, outside PostgreSQL's own tree
+/// (its modules are loaded by path).
+fn library_dirs(unpacked: &Path) -> Result<Vec<PathBuf>, BuildError> {
+    let mut dirs = BTreeSet::new();
+    let own = unpacked.join("usr/lib/postgresql");
+    walk(unpacked, &mut |path, _| {
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        if name.contains(".so") && !path.starts_with(&own) {
+            if let Some(parent) = path.parent().and_then(|p| p.strip_prefix(unpacked).ok()) {
+                dirs.insert(parent.to_owned());
+            }
+        }
+        Ok(())
+    })?;
+    Ok(dirs.into_iter().collect())
+}
+
+fn remove_packed(root: &Path, paths: &[PathBuf]) -> Result<(), BuildError> {
+    let mut dirs = BTreeSet::new();
+    for path in paths {
+        let full = under(root, path);
+        match std::fs::symlink_metadata(&full) {
+            Ok(meta) if meta.is_dir() => {
+                dirs.insert(full);
+            }
+            Ok(_) => {
+                std::fs::remove_file(&full).map_err(|e| BuildError::io("remove", &full, e))?;
+                dirs.extend(
+                    full.ancestors()
+                        .skip(1)
+                        .filter(|d| d.starts_with(root) && *d != root)
+                        .map(Path::to_owned),
+                );
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(BuildError::io("inspect", &full, e)),
+        }
+    }
+    // Deepest first, so a major's tree goes whole; directories still used
+    // by other packages are not empty and stay.
+    let mut dirs: Vec<PathBuf> = dirs.into_iter().collect();
+    dirs.sort_by_key(|d| std::cmp::Reverse(d.components().count()));
+    for dir in dirs {
+        match std::fs::remove_dir(&dir) {
+            Ok(()) => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::DirectoryNotEmpty | std::io::ErrorKind::NotFound
+                ) => {}
+            Err(e) => return Err(BuildError::io("remove", &dir, e)),
+        }
+    }
+    Ok(())
+}
+
+/// Runs ldd on the unpacked major's programs and modules with only the
+/// unpacked libraries added; any library not found fails the build.
+fn check_links(unpacked: &Path, major: u32, library_dirs: &[PathBuf]) -> Result<(), BuildError> {
+    let tree = unpacked.join(format!("usr/lib/postgresql/{major}"));
+    let mut objects = Vec::new();
+    walk(&tree, &mut |path, meta| {
+        if meta.is_file() && is_elf(path)? {
+            objects.push(path.to_owned());
+        }
+        Ok(())
+    })?;
+    if !tree.join("bin/postgres").is_file() {
+        return Err(BuildError::Check(format!(
+            "PostgreSQL {major}: the archive has no bin/postgres"
+        )));
+    }
+    let path = std::env::join_paths(library_dirs.iter().map(|d| unpacked.join(d)))
+        .map_err(|e| BuildError::Check(format!("library path: {e}")))?;
+    let mut missing = Vec::new();
+    for chunk in objects.chunks(64) {
+        let out = Command::new("ldd")
+            .args(chunk)
+            .env("LD_LIBRARY_PATH", &path)
+            .output()
+            .map_err(|e| BuildError::Command {
+                command: "ldd".into(),
+                reason: e.to_string(),
+            })?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        let mut current = String::new();
+        for line in text.lines() {
+            if !line.starts_with(['\t', ' ']) {
+                current = line.trim_end_matches(':').to_owned();
+            } else if line.contains("not found") {
+                missing.push(format!("{current}: {}", line.trim()));
+            }
+        }
+    }
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(BuildError::Check(format!(
+            "PostgreSQL {major} unpacked alone misses libraries:\n  {}",
+            missing.join("\n  ")
+        )))
+    }
+}
+
+fn is_elf(path: &Path) -> Result<bool, BuildError> {
+    use std::io::Read;
+    let mut magic = [0u8; 4];
+    let mut file = File::open(path).map_err(|e| BuildError::io("open", path, e))?;
+    match file.read_exact(&mut magic) {
+        Ok(()) => Ok(&magic == b"\x7fELF"),
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Ok(false),
+        Err(e) => Err(BuildError::io("read", path, e)),
+    }
+}
+
+fn tempdir(root: &Path, major: u32) -> Result<PathBuf, BuildError> {
+    let dir = under(root, format!("/tmp/spilo-check-{major}"));
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir).map_err(|e| BuildError::io("remove", &dir, e))?;
+    }
+    Ok(dir)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn put(root: &Path, path: &str, text: &str) {
+        let p = under(root, path);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, text).unwrap();
+    }
+
+    fn fixture(format: Format) -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("image");
+        put(
+            &root,
+            "/usr/lib/postgresql/15/bin/postgres",
+            "#!/bin/true\n",
+        );
+        put(
+            &root,
+            "/usr/lib/x86_64-linux-gnu/libgdal.so.32.3.6.2",
+            "lib",
+        );
+        std::os::unix::fs::symlink(
+            "libgdal.so.32.3.6.2",
+            under(&root, "/usr/lib/x86_64-linux-gnu/libgdal.so.32"),
+        )
+        .unwrap();
+        // An alternatives link, absolute at every step.
+        put(
+            &root,
+            "/usr/share/postgresql/15/extension/postgis-3.control",
+            "c",
+        );
+        put(&root, "/etc/alternatives/.keep", "");
+        std::os::unix::fs::symlink(
+            "/usr/share/postgresql/15/extension/postgis-3.control",
+            under(&root, "/etc/alternatives/pg15-postgis.control"),
+        )
+        .unwrap();
+        std::os::unix::fs::symlink(
+            "/etc/alternatives/pg15-postgis.control",
+            under(&root, "/usr/share/postgresql/15/extension/postgis.control"),
+        )
+        .unwrap();
+        let paths: Vec<PathBuf> = [
+            "/usr/share/postgresql/15/extension/postgis-3.control",
+            "/usr/lib/postgresql/15/bin/postgres",
+            "/usr/share/postgresql/15/extension/postgis.control",
+            "/usr/lib/x86_64-linux-gnu/libgdal.so.32.3.6.2",
+            "/usr/lib/x86_64-linux-gnu/libgdal.so.32",
+            "/usr/lib/x86_64-linux-gnu/gone.so",
+        ]
+        .iter()
+        .map(PathBuf::from)
+        .collect();
+        let pg_root = under(&root, POSTGRES_ROOT);
+        let archive = archive_dir(&pg_root).join(format!("15.{}", format.extension()));
+        let (files, bytes) = pack(&root, &paths, &archive, format, 3).unwrap();
+        assert_eq!(files, 5);
+        // The link counts as the link, though packed as the file it leads to.
+        assert_eq!(bytes, ("#!/bin/true\n".len() + 1 + 3) as u64);
+        remove_packed(&root, &paths).unwrap();
+        let info = ArchiveInfo {
+            major: 15,
+            format,
+            file: archive.file_name().unwrap().to_string_lossy().into_owned(),
+            bytes: std::fs::metadata(&archive).unwrap().len(),
+            unpacked_bytes: bytes,
+            files,
+            library_dirs: vec!["usr/lib/x86_64-linux-gnu".into()],
+            extensions: vec!["postgis".into()],
+            packages: vec![],
+            unpack_seconds: 0.0,
+        };
+        std::fs::write(
+            info_path(&pg_root, 15),
+            serde_json::to_string(&info).unwrap(),
+        )
+        .unwrap();
+        (dir, pg_root)
+    }
+
+    #[test]
+    fn unpacks_one_major_once_relocated() {
+        for format in [Format::Zstd, Format::Gzip] {
+            let (dir, pg_root) = fixture(format);
+            assert!(!pg_root.join("15").exists(), "packed files are removed");
+            let dest = dir.path().join("run/spilo/majors");
+            let first = unpack_if_needed(&pg_root, 15, &dest).unwrap().unwrap();
+            assert!(first.fresh);
+            assert_eq!(first.postgres_root, dest.join("15/usr/lib/postgresql"));
+            assert!(first.postgres_root.join("15/bin/postgres").is_file());
+            assert!(
+                dest.join("15/usr/share/postgresql/15/extension/postgis.control")
+                    .is_file()
+            );
+            assert_eq!(
+                first.library_path,
+                vec![dest.join("15/usr/lib/x86_64-linux-gnu")]
+            );
+            let control = dest.join("15/usr/share/postgresql/15/extension/postgis.control");
+            assert!(std::fs::symlink_metadata(&control).unwrap().is_file());
+            assert_eq!(std::fs::read_to_string(control).unwrap(), "c");
+            let link =
+                std::fs::read_link(dest.join("15/usr/lib/x86_64-linux-gnu/libgdal.so.32")).unwrap();
+            assert_eq!(link, Path::new("libgdal.so.32.3.6.2"));
+            let again = unpack_if_needed(&pg_root, 15, &dest).unwrap().unwrap();
+            assert!(!again.fresh);
+            assert_eq!(
+                library_dirs(&dest.join("15")).unwrap(),
+                vec![PathBuf::from("usr/lib/x86_64-linux-gnu")]
+            );
+        }
+    }
+
+    #[test]
+    fn an_installed_major_is_not_unpacked() {
+        let (dir, pg_root) = fixture(Format::Zstd);
+        std::fs::create_dir_all(pg_root.join("17/bin")).unwrap();
+        assert_eq!(
+            unpack_if_needed(&pg_root, 17, &dir.path().join("dest")).unwrap(),
+            None
+        );
+        assert!(!dir.path().join("dest").exists());
+    }
+
+    #[test]
+    fn an_interrupted_unpack_is_redone() {
+        let (dir, pg_root) = fixture(Format::Zstd);
+        let dest = dir.path().join("dest");
+        std::fs::create_dir_all(dest.join("15/usr")).unwrap();
+        std::fs::write(dest.join("15/usr/half"), "x").unwrap();
+        let unpacked = unpack_if_needed(&pg_root, 15, &dest).unwrap().unwrap();
+        assert!(unpacked.fresh);
+        assert!(!dest.join("15/usr/half").exists());
+    }
+
+    #[test]
+    fn a_major_without_archive_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = unpack_if_needed(dir.path(), 13, &dir.path().join("d")).unwrap_err();
+        assert!(err.to_string().contains("13.json"), "{err}");
+    }
+}

@@ -1,0 +1,149 @@
+//! `spilo build manifest`: what the image holds, per major, with exact
+//! package versions and extensions, at a fixed path that `spilo manifest`
+//! prints (and the OCI label `io.spilo.manifest` names).
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use super::compress::{self, ArchiveInfo};
+use super::dpkg::Installed;
+use super::install::Selection;
+use super::layout::POSTGRES_ROOT;
+use super::spec::Spec;
+use super::{BuildError, Progress, under};
+
+pub const MANIFEST: &str = "/usr/share/spilo/manifest.json";
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Manifest {
+    pub spilo: String,
+    pub base: String,
+    pub default_major: u32,
+    pub majors: Vec<MajorEntry>,
+    /// Package → version, for everything outside the majors.
+    pub global: BTreeMap<String, String>,
+    pub locales: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MajorEntry {
+    pub major: u32,
+    pub source: String,
+    pub packages: BTreeMap<String, String>,
+    /// Optional packages its source does not have.
+    pub skipped: Vec<String>,
+    pub extensions: Vec<String>,
+    /// Set when the major ships packed (COMPRESS=true).
+    pub archive: Option<ArchiveInfo>,
+}
+
+pub fn run(root: &Path, spec: &Spec, spec_path: &Path) -> Result<(), BuildError> {
+    let progress = Progress::start("manifest");
+    let selection = Selection::load(root)?;
+    let installed = Installed::query()?;
+    let manifest = build(root, spec, &selection, &installed)?;
+    for major in &manifest.majors {
+        progress.say(&format!(
+            "PostgreSQL {} ({}): {} packages, {} extensions{}",
+            major.major,
+            major
+                .packages
+                .get(&format!("postgresql-{}", major.major))
+                .map_or("?", String::as_str),
+            major.packages.len(),
+            major.extensions.len(),
+            if major.archive.is_some() {
+                ", packed"
+            } else {
+                ""
+            }
+        ));
+    }
+    let path = under(root, MANIFEST);
+    let text = serde_json::to_string_pretty(&manifest).map_err(|source| BuildError::Json {
+        path: path.clone(),
+        source,
+    })?;
+    std::fs::write(&path, text + "\n").map_err(|e| BuildError::io("write", &path, e))?;
+    progress.say(&format!(
+        "written to {MANIFEST} (spec {})",
+        spec_path.display()
+    ));
+    Ok(())
+}
+
+pub fn build(
+    root: &Path,
+    spec: &Spec,
+    selection: &Selection,
+    installed: &Installed,
+) -> Result<Manifest, BuildError> {
+    let version = |name: &String| {
+        installed.versions.get(name).cloned().ok_or_else(|| {
+            BuildError::Check(format!("package {name} was selected but is not installed"))
+        })
+    };
+    let postgres_root = under(root, POSTGRES_ROOT);
+    let mut majors = Vec::new();
+    for major in spec.majors_in_order() {
+        let names = selection
+            .majors
+            .get(&major.version)
+            .cloned()
+            .unwrap_or_default();
+        let packages = names
+            .iter()
+            .map(|n| Ok((n.clone(), version(n)?)))
+            .collect::<Result<BTreeMap<_, _>, BuildError>>()?;
+        let unpacked = postgres_root
+            .join(major.version.to_string())
+            .join("bin")
+            .is_dir();
+        let archive = if unpacked {
+            None
+        } else {
+            Some(compress::read_info(&postgres_root, major.version)?)
+        };
+        let extensions = match &archive {
+            Some(info) => info.extensions.clone(),
+            None => compress::extensions_of(root, major.version)?,
+        };
+        majors.push(MajorEntry {
+            major: major.version,
+            source: major.source.clone(),
+            packages,
+            skipped: selection
+                .skipped
+                .get(&major.version)
+                .cloned()
+                .unwrap_or_default(),
+            extensions,
+            archive,
+        });
+    }
+    let global = spec
+        .bootstrap
+        .packages
+        .iter()
+        .chain(&selection.global)
+        .map(|n| Ok((n.clone(), version(n)?)))
+        .collect::<Result<BTreeMap<_, _>, BuildError>>()?;
+    Ok(Manifest {
+        spilo: env!("CARGO_PKG_VERSION").to_owned(),
+        base: spec.base.suite.clone(),
+        default_major: spec.image.default_major,
+        majors,
+        global,
+        locales: spec.image.locales.clone(),
+    })
+}
+
+/// `spilo manifest`: the image's manifest, as written at build.
+pub fn print(out: &mut dyn std::io::Write) -> Result<(), BuildError> {
+    let path = Path::new(MANIFEST);
+    let text = std::fs::read_to_string(path).map_err(|e| BuildError::io("read", path, e))?;
+    out.write_all(text.as_bytes())
+        .map_err(|e| BuildError::io("write", Path::new("standard output"), e))
+}

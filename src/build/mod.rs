@@ -1,0 +1,206 @@
+//! `spilo build`: the steps the Dockerfile's rootfs stage runs to assemble
+//! the image from image/spec.toml (install → slim → [compress] → manifest).
+//!
+//! This directory is also a crate of its own (Cargo.toml here, main.rs the
+//! `spilo-build` binary): the Dockerfile builds that from src/build alone,
+//! so a change to runtime code leaves the tool, and the package layers it
+//! makes, to the build cache. Nothing here may use the rest of `spilo`.
+
+pub mod apt;
+pub mod compress;
+pub mod dpkg;
+pub mod install;
+pub mod layout;
+pub mod manifest;
+pub mod slim;
+pub mod spec;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Instant;
+
+use clap::{Args, Subcommand};
+
+pub use spec::Spec;
+
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error("{action} {}: {source}", path.display())]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("spec {}: {reason}", path.display())]
+    Spec { path: PathBuf, reason: String },
+    #[error("{command}: {reason}")]
+    Command { command: String, reason: String },
+    #[error("apt: {0}")]
+    Apt(String),
+    #[error("{0}")]
+    Check(String),
+    #[error("manifest {}: {source}", path.display())]
+    Json {
+        path: PathBuf,
+        source: serde_json::Error,
+    },
+}
+
+impl BuildError {
+    pub fn io(action: &'static str, path: &Path, source: std::io::Error) -> BuildError {
+        BuildError::Io {
+            action,
+            path: path.to_owned(),
+            source,
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct BuildArgs {
+    /// The image spec.
+    #[arg(long, env = "SPILO_SPEC", default_value = spec::DEFAULT_SPEC)]
+    pub spec: PathBuf,
+    #[command(subcommand)]
+    pub step: Step,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Step {
+    /// Add the spec's apt sources and pins, install its packages.
+    Install,
+    /// Drop what a running container never needs; hard-link duplicates.
+    Slim,
+    /// Pack every major but the default into its own archive.
+    Compress {
+        #[arg(long, value_enum, default_value_t = compress::Format::Zstd)]
+        format: compress::Format,
+        /// Compression level (zstd 1-22, gzip 0-9); default per format.
+        #[arg(long)]
+        level: Option<i32>,
+    },
+    /// Record every major, its package versions and extensions.
+    Manifest,
+    /// Unpack one packed major as `spilo init` does, and say how long it took.
+    Unpack {
+        major: u32,
+        /// Where majors are unpacked (`<dest>/<major>`).
+        #[arg(long, default_value = "/run/spilo/majors")]
+        dest: PathBuf,
+        #[arg(long, env = "SPILO_POSTGRES_ROOT", default_value = layout::POSTGRES_ROOT)]
+        postgres_root: PathBuf,
+    },
+}
+
+/// Runs one build step on the running system (the rootfs stage).
+pub fn main(args: &BuildArgs) -> Result<(), BuildError> {
+    let spec = || Spec::load(&args.spec);
+    let root = Path::new("/");
+    match &args.step {
+        Step::Install => install::run(&spec()?),
+        Step::Slim => slim::run(root, &spec()?).map(|_| ()),
+        Step::Compress { format, level } => compress::run(root, &spec()?, *format, *level),
+        Step::Manifest => manifest::run(root, &spec()?, &args.spec),
+        Step::Unpack {
+            major,
+            dest,
+            postgres_root,
+        } => {
+            match compress::unpack_if_needed(postgres_root, *major, dest)? {
+                None => println!("PostgreSQL {major} is installed unpacked"),
+                Some(u) => println!(
+                    "PostgreSQL {major}: {} in {:.3}s; postgres root {}, libraries {}",
+                    if u.fresh {
+                        "unpacked"
+                    } else {
+                        "already unpacked"
+                    },
+                    u.seconds,
+                    u.postgres_root.display(),
+                    std::env::join_paths(&u.library_path)
+                        .map(|p| p.to_string_lossy().into_owned())
+                        .unwrap_or_default()
+                ),
+            }
+            Ok(())
+        }
+    }
+}
+
+/// Step headers with elapsed time, for a person watching a long build.
+pub struct Progress {
+    step: &'static str,
+    start: Instant,
+}
+
+impl Progress {
+    pub fn start(step: &'static str) -> Progress {
+        let p = Progress {
+            step,
+            start: Instant::now(),
+        };
+        p.say("started");
+        p
+    }
+
+    pub fn say(&self, what: &str) {
+        println!(
+            "==> spilo build {} [{:6.1}s] {what}",
+            self.step,
+            self.start.elapsed().as_secs_f64()
+        );
+    }
+}
+
+fn describe(cmd: &Command) -> String {
+    std::iter::once(cmd.get_program())
+        .chain(cmd.get_args())
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Runs a command with its output shown; failure is an error.
+pub fn run(cmd: &mut Command) -> Result<(), BuildError> {
+    let what = describe(cmd);
+    let status = cmd.status().map_err(|e| BuildError::Command {
+        command: what.clone(),
+        reason: e.to_string(),
+    })?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(BuildError::Command {
+            command: what,
+            reason: status.to_string(),
+        })
+    }
+}
+
+/// Runs a command and returns what it printed; failure is an error.
+pub fn stdout_of(cmd: &mut Command) -> Result<String, BuildError> {
+    let what = describe(cmd);
+    let out = cmd
+        .stderr(Stdio::inherit())
+        .output()
+        .map_err(|e| BuildError::Command {
+            command: what.clone(),
+            reason: e.to_string(),
+        })?;
+    if !out.status.success() {
+        return Err(BuildError::Command {
+            command: what,
+            reason: out.status.to_string(),
+        });
+    }
+    String::from_utf8(out.stdout).map_err(|e| BuildError::Command {
+        command: what,
+        reason: format!("output is not UTF-8: {e}"),
+    })
+}
+
+/// `path` (absolute, as in the image) under `root`.
+pub fn under(root: &Path, path: impl AsRef<Path>) -> PathBuf {
+    let path = path.as_ref();
+    root.join(path.strip_prefix("/").unwrap_or(path))
+}

@@ -1,0 +1,164 @@
+//! `spilo init`, the container's entrypoint (PID 1): check and prepare
+//! the volumes, run `configure` in-process, then supervise etcd (when no
+//! DCS is configured), Patroni and pgbouncer until a signal stops them.
+
+pub mod account;
+pub mod certwatch;
+pub mod children;
+pub mod hooks;
+pub mod logging;
+pub mod majors;
+pub mod nss;
+pub mod reaper;
+pub mod shm;
+pub mod supervisor;
+pub mod volumes;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use tracing::{info, warn};
+
+use crate::config::{Config, ConfigError, Env, System};
+use crate::files::{self, Owner, WriteError};
+use crate::render::{self, RenderError, Section};
+
+use account::{Account, AccountError};
+use children::Programs;
+
+pub struct Options {
+    pub postgres_root: PathBuf,
+    pub programs: Programs,
+    /// How long a shutdown may take before what is left is killed.
+    pub grace: Duration,
+    /// The library preloaded for an arbitrary uid (LD_PRELOAD).
+    pub nss_wrapper: String,
+    /// The binary Patroni's hooks call (normally this one).
+    pub hook_program: PathBuf,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum InitError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Account(#[from] AccountError),
+    #[error(transparent)]
+    Volume(#[from] volumes::VolumeError),
+    #[error(transparent)]
+    Nss(#[from] nss::NssError),
+    #[error(transparent)]
+    Major(#[from] majors::MajorError),
+    #[error(transparent)]
+    Render(#[from] RenderError),
+    #[error("hook spec: {0}")]
+    HookSpec(#[from] serde_json::Error),
+    #[error(transparent)]
+    Write(#[from] WriteError),
+    #[error("supervisor: {0}")]
+    Runtime(std::io::Error),
+}
+
+impl InitError {
+    /// 2 for bad input (nothing was started), 1 otherwise.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            InitError::Config(_)
+            | InitError::Major(majors::MajorError::Config(_))
+            | InitError::Account(_)
+            | InitError::Volume(_)
+            | InitError::Render(RenderError::Missing { .. }) => 2,
+            _ => 1,
+        }
+    }
+}
+
+/// Runs the container; returns its exit status once the tree is down.
+pub fn run(env: &Env, options: &Options) -> Result<u8, InitError> {
+    let started = Instant::now();
+    if let Err(e) = reaper::become_subreaper() {
+        warn!("cannot become the subreaper of our children: {e}");
+    }
+    let system = System {
+        postgres_root: options.postgres_root.clone(),
+        ..System::default()
+    };
+    // Everything that can be wrong with the input is found by these two,
+    // before anything is written.
+    let mut config = Config::build(env, &system)?;
+    config.warnings.iter().for_each(|w| warn!("{w}"));
+    info!(
+        "PostgreSQL {} ({}), member {} of {}",
+        config.version.major, config.version.source, config.identity.name, config.identity.scope
+    );
+    let mut outputs = plan(&mut config, &options.hook_program)?;
+    let account = Account::resolve()?;
+    let nss_env = nss::prepare(
+        &account,
+        &config.paths.rw_dir,
+        &config.paths.pghome,
+        &options.nss_wrapper,
+        &nss::SYSTEM,
+    )?;
+    if !nss_env.is_empty() {
+        info!(
+            "uid {} has no passwd entry: nss_wrapper gives it one",
+            account.uid
+        );
+    }
+    let embedded_etcd = config.dcs.kind == crate::config::DcsKind::Embedded;
+    let private_dirs: Vec<PathBuf> = embedded_etcd
+        .then(|| children::etcd_data_dir(&config))
+        .into_iter()
+        .collect();
+    volumes::prepare(&config.paths, &account, &private_dirs)?;
+    let shared_buffers = shm::shared_buffers_mb(&config.user, config.sizing.shared_buffers_mb);
+    if let Some(warning) = shm::check(Path::new("/dev/shm"), shared_buffers) {
+        warn!("{warning}");
+    }
+
+    let (config, library_env) = match majors::prepare(&config, env, &options.postgres_root)? {
+        None => (config, Vec::new()),
+        Some(mut unpacked) => {
+            outputs = plan(&mut unpacked.config, &options.hook_program)?;
+            (unpacked.config, unpacked.env)
+        }
+    };
+    files::write_all(&outputs, Owner::detect())?;
+
+    let child_env: Vec<(String, String)> = nss_env.into_iter().chain(library_env).collect();
+    let specs = children::specs(&config, env, &account, &options.programs, &child_env);
+    let tls = &config.ssl.postgres;
+    let watched = [
+        Some(&tls.cert_file),
+        Some(&tls.key_file),
+        tls.ca_file.as_ref(),
+        tls.crl_file.as_ref(),
+    ]
+    .into_iter()
+    .flatten()
+    .cloned()
+    .collect();
+    let periodic = vec![certwatch::watch(watched, config.paths.pgdata.clone())];
+    info!(
+        "configured in {:.1} ms",
+        started.elapsed().as_secs_f64() * 1000.0
+    );
+
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(InitError::Runtime)?;
+    runtime
+        .block_on(supervisor::run(specs, periodic, options.grace))
+        .map_err(InitError::Runtime)
+}
+
+/// What `configure` writes, plus the hooks' spec (and their commands in
+/// the Patroni configuration).
+fn plan(config: &mut Config, hook_program: &Path) -> Result<Vec<render::Output>, InitError> {
+    let hook_spec = hooks::install(config, hook_program)?;
+    let mut outputs = render::plan(config, &[Section::All])?;
+    outputs.push(hook_spec);
+    Ok(outputs)
+}

@@ -1,0 +1,467 @@
+//! `spilo init` on one node: the single-container default (embedded
+//! etcd), an arbitrary non-root uid, bad volumes and data directories,
+//! clean stops and zombies.
+
+mod init_support;
+
+use std::fs;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use init_support::*;
+use nix::sys::signal::Signal;
+
+/// Waits for a writable primary; returns how long it took from start.
+fn writable_primary(node: &Node) -> Duration {
+    wait_for("a writable primary", Duration::from_secs(60), || {
+        (node.role().as_deref() == Some("primary"))
+            .then(|| {
+                node.psql("CREATE TABLE IF NOT EXISTS t (id int); INSERT INTO t VALUES (1)")
+                    .ok()
+            })
+            .flatten()
+    });
+    node.started.elapsed()
+}
+
+/// No child of `pid` stays a zombie: one seen twice, a second apart,
+/// was never reaped.
+fn assert_no_lasting_zombies(pid: i32) {
+    let zombies = || -> Vec<i32> {
+        process_table()
+            .into_iter()
+            .filter(|(_, ppid, state)| *ppid == pid && *state == 'Z')
+            .map(|(p, _, _)| p)
+            .collect()
+    };
+    let first = zombies();
+    std::thread::sleep(Duration::from_secs(1));
+    let lasting: Vec<i32> = zombies()
+        .into_iter()
+        .filter(|p| first.contains(p))
+        .collect();
+    assert!(lasting.is_empty(), "zombies not reaped: {lasting:?}");
+}
+
+fn stop_cleanly(node: &mut Node) {
+    let pid = node.pid().expect("running");
+    let tree = descendants(pid);
+    node.signal(Signal::SIGTERM);
+    let status = node.wait_exit(Duration::from_secs(45));
+    assert_eq!(status.code(), Some(0), "{}", tail(&node.log(), 30));
+    let left: Vec<i32> = process_table()
+        .into_iter()
+        .filter(|(p, _, _)| tree.contains(p))
+        .map(|(p, _, _)| p)
+        .collect();
+    assert!(left.is_empty(), "processes left after SIGTERM: {left:?}");
+    assert!(node.leftovers().is_empty(), "{:?}", node.leftovers());
+}
+
+#[test]
+fn single_node_with_embedded_etcd_is_a_writable_primary_and_stops_cleanly() {
+    let _serial = serial();
+    let scratch = Scratch::new("single");
+    // A separate WAL volume, and a stand-in pgbouncer (supervised like the
+    // real one; the host has none) that runs until stopped.
+    let wal = scratch.path.join("walvol");
+    let bouncer = scratch.path.join("fake-pgbouncer");
+    fs::write(&bouncer, "#!/bin/sh\necho \"serving $1\"\nexec sleep 600\n").unwrap();
+    fs::set_permissions(&bouncer, fs::Permissions::from_mode(0o755)).unwrap();
+    let mut options = NodeOptions::new("single", "127.0.0.2", None);
+    options.extra_env = vec![
+        ("PGWAL".into(), wal.display().to_string()),
+        ("SPILO_PGBOUNCER_BIN".into(), bouncer.display().to_string()),
+        (
+            "PGBOUNCER_CONFIGURATION".into(),
+            "[databases]\n[pgbouncer]\nlisten_port = 6432\n".into(),
+        ),
+    ];
+    let mut node = Node::start(&scratch.path, options);
+    let took = writable_primary(&node);
+    eprintln!(
+        "single node: writable primary {:.2}s after exec",
+        took.as_secs_f64()
+    );
+
+    // The roles post_init creates (the operator's users are IN ROLE these).
+    // Patroni may report a primary before post_init has finished.
+    let expected = "admin:false:true,cron_admin:false:false,zalandos:false:false";
+    let sql = "SELECT string_agg(rolname || ':' || rolcanlogin || ':' || rolcreatedb, ',' ORDER BY rolname) FROM pg_roles WHERE rolname IN ('admin', 'zalandos', 'cron_admin')";
+    wait_for(
+        "the roles post_init creates",
+        Duration::from_secs(30),
+        || (node.psql(sql).ok()? == expected).then_some(()),
+    );
+
+    // Patroni and PostgreSQL run as postgres, etcd too; init stays root.
+    let log = node.log();
+    assert!(log.contains("etcd is ready"), "{}", tail(&log, 20));
+    wait_for("post_init's report", Duration::from_secs(10), || {
+        node.log()
+            .contains("spilo hook post-init: roles ensured: admin, zalandos, cron_admin")
+            .then_some(())
+    });
+    let pid = node.pid().expect("running");
+    let postgres_uid = nix::unistd::User::from_name("postgres")
+        .unwrap()
+        .unwrap()
+        .uid
+        .as_raw();
+    for child in descendants(pid) {
+        let owner = fs::metadata(format!("/proc/{child}")).map(|m| m.uid());
+        assert!(
+            owner.is_err() || owner.unwrap() == postgres_uid,
+            "pid {child} is not postgres"
+        );
+    }
+    let data = fs::metadata(node.pgdata()).unwrap();
+    assert_eq!((data.uid(), data.mode() & 0o777), (postgres_uid, 0o700));
+
+    // initdb --waldir: pg_wal lives on the WAL volume.
+    assert_eq!(fs::read_link(node.pgdata().join("pg_wal")).unwrap(), wal);
+    assert!(fs::read_dir(&wal).unwrap().count() > 0);
+    assert!(log.contains("pgbouncer: serving "), "{}", tail(&log, 20));
+
+    // Patroni crashes: it is restarted and takes up the running server.
+    let patroni_pid = process_table()
+        .into_iter()
+        .find(|(p, ppid, _)| {
+            *ppid == pid
+                && fs::read(format!("/proc/{p}/cmdline"))
+                    .is_ok_and(|c| String::from_utf8_lossy(&c).contains("patroni"))
+        })
+        .map(|(p, _, _)| p)
+        .expect("patroni is a child of init");
+    send(patroni_pid, Signal::SIGKILL);
+    wait_for("patroni restarted", Duration::from_secs(20), || {
+        node.log().contains("restarting patroni in").then_some(())
+    });
+    writable_primary(&node);
+    // One row per writable_primary call: nothing was lost.
+    assert_eq!(node.psql("SELECT count(*) FROM t").unwrap(), "2");
+
+    assert_no_lasting_zombies(pid);
+    stop_cleanly(&mut node);
+    // Patroni first, then the companions: pgbouncer, then etcd.
+    let log = node.log();
+    assert!(!log.contains("spilo hook: error"), "{}", tail(&log, 30));
+    let at = |needle: &str| {
+        log.find(needle)
+            .unwrap_or_else(|| panic!("{needle} not in log"))
+    };
+    assert!(at("patroni stopped") < at("sending SIGTERM to pgbouncer"));
+    assert!(at("pgbouncer stopped") < at("sending SIGTERM to etcd"));
+
+    // A volume handed back with some files of another owner (a restore
+    // made as root): exactly those are given back to postgres, and the
+    // server starts again on the same data.
+    for wrong in [
+        node.pgdata(),
+        node.pgdata().join("PG_VERSION"),
+        node.pgdata().join("base"),
+    ] {
+        std::os::unix::fs::lchown(&wrong, Some(0), Some(0)).unwrap();
+    }
+    node.restart();
+    writable_primary(&node);
+    assert!(
+        node.log()
+            .contains("PGDATA: gave 3 files of the wrong owner to postgres"),
+        "{}",
+        tail(&node.log(), 40)
+    );
+    assert_eq!(node.psql("SELECT count(*) FROM t").unwrap(), "3");
+    stop_cleanly(&mut node);
+}
+
+#[test]
+fn an_arbitrary_uid_runs_with_only_its_volumes_writable() {
+    let _serial = serial();
+    let scratch = Scratch::new("uid");
+    let uid = 12345;
+    let dir = Node::dir_for(&scratch.path, "anyuid");
+    // The image's PGHOME is read-only, with the link to RW_DIR's config
+    // made at build time; the data volume and RW_DIR belong to the uid.
+    fs::create_dir_all(dir.join("home")).unwrap();
+    std::os::unix::fs::symlink(dir.join("run/postgres.yml"), dir.join("home/postgres.yml"))
+        .unwrap();
+    for writable in ["pgroot", "run"] {
+        fs::create_dir_all(dir.join(writable)).unwrap();
+        std::os::unix::fs::chown(dir.join(writable), Some(uid), Some(0)).unwrap();
+    }
+    fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).unwrap();
+    let mut options = NodeOptions::new("anyuid", "127.0.0.2", None);
+    options.uid = Some(uid);
+    let mut node = Node::start(&scratch.path, options);
+    let took = writable_primary(&node);
+    eprintln!(
+        "uid {uid}: writable primary {:.2}s after exec",
+        took.as_secs_f64()
+    );
+
+    // nss_wrapper gave the uid a name; /etc/passwd was not touched.
+    let passwd = fs::read_to_string(dir.join("run/nss/passwd")).expect("nss passwd");
+    assert!(passwd.contains(&format!("postgres:x:{uid}:0:")), "{passwd}");
+    assert!(
+        !fs::read_to_string("/etc/passwd")
+            .unwrap()
+            .contains(&uid.to_string())
+    );
+    let postmaster = fs::read_to_string(node.pgdata().join("postmaster.pid")).unwrap();
+    let postmaster_pid = postmaster.lines().next().unwrap();
+    assert_eq!(
+        fs::metadata(format!("/proc/{postmaster_pid}"))
+            .unwrap()
+            .uid(),
+        uid
+    );
+    let current = node.psql("SELECT current_user").unwrap();
+    assert_eq!(current, "postgres");
+    stop_cleanly(&mut node);
+    // Nothing of the uid's outside its volumes, even in world-writable /tmp
+    // (a read-only root filesystem leaves nothing else).
+    let stray: Vec<String> = owned_by(Path::new("/tmp"), uid)
+        .into_iter()
+        .filter(|p| !p.starts_with(&scratch.path))
+        .map(|p| p.display().to_string())
+        .collect();
+    assert!(stray.is_empty(), "written outside its volumes: {stray:?}");
+}
+
+/// Files under `dir` owned by `uid` (not following links).
+fn owned_by(dir: &Path, uid: u32) -> Vec<std::path::PathBuf> {
+    let mut found = Vec::new();
+    let mut stack = vec![dir.to_owned()];
+    while let Some(path) = stack.pop() {
+        let Ok(meta) = fs::symlink_metadata(&path) else {
+            continue;
+        };
+        if meta.uid() == uid {
+            found.push(path.clone());
+        }
+        if meta.is_dir() {
+            if let Ok(entries) = fs::read_dir(&path) {
+                stack.extend(entries.filter_map(Result::ok).map(|e| e.path()));
+            }
+        }
+    }
+    found
+}
+
+fn run_init_expecting_failure(env: Vec<(String, String)>, uid: Option<u32>) -> String {
+    let mut command = Command::new(spilo());
+    command.arg("init").env_clear().envs(env);
+    if let Some(uid) = uid {
+        std::os::unix::process::CommandExt::uid(&mut command, uid);
+        std::os::unix::process::CommandExt::gid(&mut command, 0);
+    }
+    let started = Instant::now();
+    let out = command.output().expect("run spilo init");
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(started.elapsed() < Duration::from_secs(5));
+    stderr
+}
+
+/// A listing of a tree with contents and modes, to prove it unchanged.
+fn snapshot(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_owned()];
+    while let Some(path) = stack.pop() {
+        let meta = fs::symlink_metadata(&path).unwrap();
+        let contents = if meta.is_file() {
+            fs::read(&path).unwrap()
+        } else {
+            Vec::new()
+        };
+        out.push(format!(
+            "{} {:o} {} {:?}",
+            path.display(),
+            meta.mode(),
+            meta.uid(),
+            contents
+        ));
+        if meta.is_dir() {
+            stack.extend(fs::read_dir(&path).unwrap().map(|e| e.unwrap().path()));
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn a_data_directory_of_a_missing_major_is_refused_untouched() {
+    let scratch = Scratch::new("major");
+    let options = NodeOptions::new("old", "127.0.0.2", Some("127.0.0.1:1"));
+    let dir = Node::dir_for(&scratch.path, "old");
+    let data = dir.join("pgroot/data");
+    fs::create_dir_all(data.join("base")).unwrap();
+    fs::write(data.join("PG_VERSION"), "11\n").unwrap();
+    fs::write(data.join("base/16384"), "precious").unwrap();
+    let before = snapshot(&dir);
+    let stderr = run_init_expecting_failure(Node::env(&options, &dir), None);
+    assert!(stderr.contains("PG_VERSION"), "{stderr}");
+    assert!(stderr.contains("PostgreSQL 11"), "{stderr}");
+    assert_eq!(stderr.trim().lines().count(), 1, "one clear line: {stderr}");
+    assert_eq!(snapshot(&dir), before);
+
+    // The same line as a JSON object for log shippers.
+    let mut env = Node::env(&options, &dir);
+    env.push(("SPILO_LOG_FORMAT".into(), "json".into()));
+    let stderr = run_init_expecting_failure(env, None);
+    let line: serde_json::Value = serde_json::from_str(stderr.trim()).expect("one JSON object");
+    assert_eq!(line["level"], "ERROR");
+    assert!(
+        line["message"].as_str().unwrap().contains("PostgreSQL 11"),
+        "{line}"
+    );
+    assert_eq!(snapshot(&dir), before);
+}
+
+#[test]
+fn an_unwritable_data_volume_is_refused_untouched() {
+    let scratch = Scratch::new("rovol");
+    let uid = 12346;
+    let options = NodeOptions::new("ro", "127.0.0.2", Some("127.0.0.1:1"));
+    let dir = Node::dir_for(&scratch.path, "ro");
+    fs::create_dir_all(dir.join("pgroot")).unwrap();
+    fs::create_dir_all(dir.join("run")).unwrap();
+    std::os::unix::fs::chown(dir.join("run"), Some(uid), Some(0)).unwrap();
+    fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).unwrap();
+
+    // PGROOT belongs to root: the uid cannot create PGDATA in it.
+    let stderr = run_init_expecting_failure(Node::env(&options, &dir), Some(uid));
+    assert!(stderr.contains("PGDATA="), "{stderr}");
+    assert!(stderr.contains("cannot create the directory"), "{stderr}");
+    assert!(!dir.join("pgroot/data").exists());
+
+    // An existing data directory of another owner is not taken over.
+    let data = dir.join("pgroot/data");
+    fs::create_dir_all(&data).unwrap();
+    fs::write(data.join("PG_VERSION"), "15\n").unwrap();
+    fs::set_permissions(&data, fs::Permissions::from_mode(0o755)).unwrap();
+    let before = snapshot(&dir.join("pgroot"));
+    let stderr = run_init_expecting_failure(Node::env(&options, &dir), Some(uid));
+    assert!(stderr.contains("cannot take it over"), "{stderr}");
+    assert_eq!(snapshot(&dir.join("pgroot")), before);
+}
+
+/// A tmpfs mounted for the length of a test.
+struct Tmpfs(std::path::PathBuf);
+
+impl Tmpfs {
+    fn mount(at: &Path, size: &str) -> Self {
+        fs::create_dir_all(at).unwrap();
+        let ok = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(at)
+            .status()
+            .expect("mount")
+            .success();
+        assert!(ok, "mounting a tmpfs needs root (tests run as root)");
+        Tmpfs(at.to_owned())
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn a_full_data_volume_is_refused_untouched() {
+    let scratch = Scratch::new("full");
+    let options = NodeOptions::new("full", "127.0.0.2", Some("127.0.0.1:1"));
+    let dir = Node::dir_for(&scratch.path, "full");
+    // 8 MB: less than one WAL segment's worth of room.
+    let _volume = Tmpfs::mount(&dir.join("pgroot"), "8m");
+    let stderr = run_init_expecting_failure(Node::env(&options, &dir), None);
+    assert!(stderr.contains("PGROOT="), "{stderr}");
+    assert!(stderr.contains("the volume is full"), "{stderr}");
+    assert_eq!(fs::read_dir(dir.join("pgroot")).unwrap().count(), 0);
+}
+
+/// Every file and link under `dir` (what `spilo build compress` packs).
+fn entries(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut found = Vec::new();
+    let mut stack = vec![dir.to_owned()];
+    while let Some(path) = stack.pop() {
+        let meta = fs::symlink_metadata(&path).unwrap();
+        if meta.is_dir() {
+            stack.extend(fs::read_dir(&path).unwrap().map(|e| e.unwrap().path()));
+        } else {
+            found.push(path);
+        }
+    }
+    found
+}
+
+#[test]
+fn a_packed_major_is_unpacked_under_rw_dir_and_run() {
+    use spilo::build::compress::{self, ArchiveInfo, Format};
+    let _serial = serial();
+    let scratch = Scratch::new("packed");
+    // The host's PostgreSQL 15, packed as a compressed image keeps it.
+    let root = scratch.path.join("postgres-root");
+    let mut paths = entries(Path::new("/usr/lib/postgresql/15"));
+    paths.extend(entries(Path::new("/usr/share/postgresql/15")));
+    let archive = compress::archive_dir(&root).join("15.tar.zst");
+    let (files, bytes) = compress::pack(Path::new("/"), &paths, &archive, Format::Zstd, 1).unwrap();
+    let info = ArchiveInfo {
+        major: 15,
+        format: Format::Zstd,
+        file: "15.tar.zst".into(),
+        bytes: fs::metadata(&archive).unwrap().len(),
+        unpacked_bytes: bytes,
+        files,
+        library_dirs: Vec::new(),
+        extensions: Vec::new(),
+        packages: Vec::new(),
+        unpack_seconds: 0.0,
+    };
+    fs::write(
+        compress::info_path(&root, 15),
+        serde_json::to_vec(&info).unwrap(),
+    )
+    .unwrap();
+
+    let mut options = NodeOptions::new("packed", "127.0.0.2", None);
+    options.extra_env = vec![("SPILO_POSTGRES_ROOT".into(), root.display().to_string())];
+    let mut node = Node::start(&scratch.path, options);
+    writable_primary(&node);
+    let log = node.log();
+    assert!(
+        log.contains("PostgreSQL 15: unpacked in"),
+        "{}",
+        tail(&log, 20)
+    );
+    let postmaster = fs::read_to_string(node.pgdata().join("postmaster.pid")).unwrap();
+    let exe = fs::read_link(format!("/proc/{}/exe", postmaster.lines().next().unwrap())).unwrap();
+    let unpacked = node
+        .dir
+        .join("run/spilo/majors/15/usr/lib/postgresql/15/bin/postgres");
+    assert_eq!(exe, unpacked);
+    stop_cleanly(&mut node);
+}
+
+#[test]
+fn a_missing_certificate_is_refused_before_anything_is_written() {
+    let scratch = Scratch::new("cert");
+    let options = NodeOptions::new("cert", "127.0.0.2", Some("127.0.0.1:1"));
+    let dir = Node::dir_for(&scratch.path, "cert");
+    let key = scratch.path.join("given.key");
+    fs::write(&key, "not really a key").unwrap();
+    let mut env = Node::env(&options, &dir);
+    env.push((
+        "SSL_CERTIFICATE_FILE".into(),
+        scratch.path.join("missing.crt").display().to_string(),
+    ));
+    env.push(("SSL_PRIVATE_KEY_FILE".into(), key.display().to_string()));
+    let stderr = run_init_expecting_failure(env, None);
+    assert!(stderr.contains("SSL_CERTIFICATE_FILE="), "{stderr}");
+    assert!(!dir.exists(), "nothing may be written: {:?}", entries(&dir));
+}

@@ -1,0 +1,508 @@
+//! Host-level harness for `spilo init`: real PostgreSQL 15, Patroni and
+//! etcd, one loopback address per node, everything killed on drop.
+
+#![allow(dead_code)] // each test binary uses its own part
+
+use std::collections::BTreeSet;
+use std::fs;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::Signal;
+use serde_json::{Value, json};
+
+pub const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
+pub const TTL: u64 = 20;
+pub const LOOP_WAIT: u64 = 2;
+
+/// Tests that use fixed addresses (the embedded etcd's 127.0.0.1:2379,
+/// the nodes' 127.0.0.x) take this first.
+pub fn serial() -> MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+pub fn spilo() -> &'static str {
+    env!("CARGO_BIN_EXE_spilo")
+}
+
+/// Patroni from SPILO_TEST_PATRONI (default: the venv .ci/run makes).
+pub fn patroni() -> PathBuf {
+    let path = std::env::var_os("SPILO_TEST_PATRONI")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| "/opt/spilo-test/venv/bin/patroni".into());
+    assert!(
+        path.is_file(),
+        "Patroni not found at {} (set SPILO_TEST_PATRONI; tests/setup installs it)",
+        path.display()
+    );
+    for tool in [format!("{PG_BIN}/postgres"), "/usr/bin/etcd".into()] {
+        assert!(
+            Path::new(&tool).is_file(),
+            "{tool} missing (tests/setup installs it)"
+        );
+    }
+    path
+}
+
+/// A scratch directory under /tmp that postgres (and any uid) can enter.
+pub struct Scratch {
+    pub path: PathBuf,
+}
+
+impl Scratch {
+    pub fn new(tag: &str) -> Self {
+        let path = tempfile::Builder::new()
+            .prefix(&format!("spilo-test-{tag}-"))
+            .tempdir_in("/tmp")
+            .expect("tempdir")
+            .keep();
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).expect("chmod");
+        Scratch { path }
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.path);
+    }
+}
+
+/// An etcd for cluster tests, on its own ports.
+pub struct Etcd {
+    child: Child,
+    pub hosts: String,
+}
+
+impl Etcd {
+    pub fn start(dir: &Path) -> Self {
+        let client = "http://127.0.0.1:2479";
+        let peer = "http://127.0.0.1:2480";
+        let log = fs::File::create(dir.join("etcd.log")).expect("etcd log");
+        let child = Command::new("/usr/bin/etcd")
+            .args(["--name", "test", "--data-dir"])
+            .arg(dir.join("etcd"))
+            .args([
+                "--listen-client-urls",
+                client,
+                "--advertise-client-urls",
+                client,
+            ])
+            .args([
+                "--listen-peer-urls",
+                peer,
+                "--initial-advertise-peer-urls",
+                peer,
+            ])
+            .arg(format!("--initial-cluster=test={peer}"))
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("start etcd");
+        let etcd = Etcd {
+            child,
+            hosts: "127.0.0.1:2479".into(),
+        };
+        wait_for("test etcd healthy", Duration::from_secs(20), || {
+            http("127.0.0.1:2479", "GET", "/health", None)
+                .filter(|(code, _)| *code == 200)
+                .map(drop)
+        });
+        etcd
+    }
+}
+
+impl Drop for Etcd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub struct NodeOptions {
+    pub name: String,
+    pub ip: String,
+    /// None: the embedded etcd.
+    pub etcd_hosts: Option<String>,
+    pub synchronous: bool,
+    /// Run `spilo init` as this uid (gid 0) instead of root.
+    pub uid: Option<u32>,
+    pub extra_env: Vec<(String, String)>,
+}
+
+impl NodeOptions {
+    pub fn new(name: &str, ip: &str, etcd_hosts: Option<&str>) -> Self {
+        NodeOptions {
+            name: name.into(),
+            ip: ip.into(),
+            etcd_hosts: etcd_hosts.map(str::to_owned),
+            synchronous: false,
+            uid: None,
+            extra_env: Vec::new(),
+        }
+    }
+}
+
+/// One `spilo init` and everything below it.
+pub struct Node {
+    pub name: String,
+    pub ip: String,
+    pub dir: PathBuf,
+    child: Option<Child>,
+    options: NodeOptions,
+    pub started: Instant,
+}
+
+impl Node {
+    pub fn dir_for(base: &Path, name: &str) -> PathBuf {
+        base.join(name)
+    }
+
+    pub fn env(options: &NodeOptions, dir: &Path) -> Vec<(String, String)> {
+        let ip = &options.ip;
+        let configuration = json!({
+            "postgresql": {
+                "listen": format!("{ip}:5432"),
+                "parameters": { "shared_buffers": "32MB" },
+            },
+            "restapi": { "listen": format!("{ip}:8008") },
+            "bootstrap": { "dcs": {
+                "ttl": TTL,
+                "loop_wait": LOOP_WAIT,
+                "retry_timeout": 4,
+                "synchronous_mode": options.synchronous,
+                "postgresql": { "parameters": { "max_connections": 100 } },
+            } },
+        });
+        let path = |rel: &str| dir.join(rel).display().to_string();
+        let mut env = vec![
+            ("PATH".into(), "/usr/bin:/bin".into()),
+            ("HOSTNAME".into(), options.name.clone()),
+            ("POD_IP".into(), ip.clone()),
+            ("SCOPE".into(), "spilo-test".into()),
+            ("PGHOME".into(), path("home")),
+            ("PGROOT".into(), path("pgroot")),
+            ("RW_DIR".into(), path("run")),
+            ("INITDB_LOCALE".into(), "C".into()),
+            ("SPILO_PATRONI_BIN".into(), patroni().display().to_string()),
+            ("SPILO_STOP_TIMEOUT".into(), "40".into()),
+            ("SPILO_CONFIGURATION".into(), configuration.to_string()),
+        ];
+        if let Some(hosts) = &options.etcd_hosts {
+            env.push(("ETCD3_HOSTS".into(), hosts.clone()));
+        }
+        env.extend(options.extra_env.iter().cloned());
+        env
+    }
+
+    pub fn start(base: &Path, options: NodeOptions) -> Self {
+        let dir = Self::dir_for(base, &options.name);
+        fs::create_dir_all(&dir).expect("node dir");
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).expect("chmod");
+        let mut node = Node {
+            name: options.name.clone(),
+            ip: options.ip.clone(),
+            dir,
+            child: None,
+            options,
+            started: Instant::now(),
+        };
+        node.restart();
+        node
+    }
+
+    /// Starts `spilo init` again over the same directories.
+    pub fn restart(&mut self) {
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path())
+            .expect("node log");
+        let mut command = Command::new(spilo());
+        command
+            .arg("init")
+            .env_clear()
+            .envs(Self::env(&self.options, &self.dir))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log);
+        if let Some(uid) = self.options.uid {
+            command.uid(uid).gid(0);
+        }
+        self.started = Instant::now();
+        self.child = Some(command.spawn().expect("start spilo init"));
+    }
+
+    pub fn log_path(&self) -> PathBuf {
+        self.dir.join("init.log")
+    }
+
+    pub fn log(&self) -> String {
+        fs::read_to_string(self.log_path()).unwrap_or_default()
+    }
+
+    pub fn pid(&self) -> Option<i32> {
+        self.child.as_ref().map(|c| c.id() as i32)
+    }
+
+    pub fn socket_dir(&self) -> PathBuf {
+        self.dir.join("run/postgresql")
+    }
+
+    pub fn pgdata(&self) -> PathBuf {
+        self.dir.join("pgroot/data")
+    }
+
+    /// GET /patroni of this node.
+    pub fn patroni_status(&self) -> Option<Value> {
+        let (code, body) = http(&format!("{}:8008", self.ip), "GET", "/patroni", None)?;
+        (code == 200 || code == 503).then(|| serde_json::from_str(&body).ok())?
+    }
+
+    pub fn role(&self) -> Option<String> {
+        let status = self.patroni_status()?;
+        (status["state"] == "running").then(|| status["role"].as_str().map(str::to_owned))?
+    }
+
+    /// SQL through the node's socket as the superuser; rows as text.
+    pub fn psql(&self, sql: &str) -> Result<String, String> {
+        psql_at(&self.socket_dir(), sql)
+    }
+
+    pub fn signal(&self, signal: Signal) {
+        if let Some(pid) = self.pid() {
+            send(pid, signal);
+        }
+    }
+
+    /// Waits for `spilo init` to exit.
+    pub fn wait_exit(&mut self, within: Duration) -> ExitStatus {
+        let child = self.child.as_mut().expect("node was started");
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = child.try_wait().expect("wait") {
+                self.child = None;
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{}: spilo init still running after {within:?}\n{}",
+                self.name,
+                tail(&self.log(), 40)
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// SIGKILL to `spilo init` and every process below it, stopped first
+    /// so that none can react.
+    pub fn kill_tree(&mut self) {
+        let Some(pid) = self.pid() else { return };
+        let tree = descendants(pid);
+        send(pid, Signal::SIGSTOP);
+        for &p in &tree {
+            send(p, Signal::SIGSTOP);
+        }
+        send(pid, Signal::SIGKILL);
+        for &p in &tree {
+            send(p, Signal::SIGKILL);
+        }
+        if let Some(mut child) = self.child.take() {
+            let _ = child.wait();
+        }
+    }
+
+    /// Processes still running with this node's directory in their
+    /// command line (what a clean stop must not leave behind).
+    pub fn leftovers(&self) -> Vec<String> {
+        processes_mentioning(&self.dir)
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        if std::thread::panicking() && self.child.is_some() {
+            eprintln!(
+                "---- {} log (tail) ----\n{}",
+                self.name,
+                tail(&self.log(), 60)
+            );
+        }
+        self.kill_tree();
+        for pid in processes_mentioning(&self.dir)
+            .iter()
+            .filter_map(|l| l.split(' ').next()?.parse().ok())
+        {
+            send(pid, Signal::SIGKILL);
+        }
+    }
+}
+
+pub fn send(pid: i32, signal: Signal) {
+    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), signal);
+}
+
+pub fn psql_at(socket_dir: &Path, sql: &str) -> Result<String, String> {
+    let out = Command::new(format!("{PG_BIN}/psql"))
+        .args(["-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-h"])
+        .arg(socket_dir)
+        .args(["-p", "5432", "-U", "postgres", "-d", "postgres", "-c", sql])
+        .env("PGCONNECT_TIMEOUT", "3")
+        .output()
+        .map_err(|e| e.to_string())?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).trim().to_owned())
+    }
+}
+
+/// Every process below `pid`.
+pub fn descendants(pid: i32) -> Vec<i32> {
+    let table = process_table();
+    let mut found = Vec::new();
+    let mut frontier = vec![pid];
+    while let Some(parent) = frontier.pop() {
+        for (p, pp, _) in &table {
+            if *pp == parent && !found.contains(p) {
+                found.push(*p);
+                frontier.push(*p);
+            }
+        }
+    }
+    found
+}
+
+/// (pid, ppid, state) of every process.
+pub fn process_table() -> Vec<(i32, i32, char)> {
+    let Ok(entries) = fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(Result::ok)
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter_map(|pid| {
+            let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+            let (_, rest) = stat.rsplit_once(')')?;
+            let mut fields = rest.split_whitespace();
+            let state = fields.next()?.chars().next()?;
+            let ppid = fields.next()?.parse().ok()?;
+            Some((pid, ppid, state))
+        })
+        .collect()
+}
+
+/// "pid cmdline" of the living processes whose command line mentions `dir`.
+pub fn processes_mentioning(dir: &Path) -> Vec<String> {
+    let needle = dir.display().to_string();
+    let me = std::process::id() as i32;
+    process_table()
+        .into_iter()
+        .filter(|(pid, _, state)| *pid != me && *state != 'Z')
+        .filter_map(|(pid, _, _)| {
+            let raw = fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+            let cmdline = String::from_utf8_lossy(&raw).replace('\0', " ");
+            cmdline
+                .contains(&needle)
+                .then(|| format!("{pid} {cmdline}"))
+        })
+        .collect()
+}
+
+/// A minimal HTTP/1.0 exchange: (status, body).
+pub fn http(addr: &str, method: &str, path: &str, body: Option<&str>) -> Option<(u16, String)> {
+    let mut stream =
+        TcpStream::connect_timeout(&addr.parse().ok()?, Duration::from_secs(2)).ok()?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .ok()?;
+    let body = body.unwrap_or("");
+    let request = format!(
+        "{method} {path} HTTP/1.0\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).ok()?;
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).ok()?;
+    let code = answer.split_whitespace().nth(1)?.parse().ok()?;
+    let body = answer
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    Some((code, body))
+}
+
+/// Polls `f` until it gives a value; panics naming `what` after `within`.
+pub fn wait_for<T>(what: &str, within: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(value) = f() {
+            return value;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {within:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+pub fn tail(text: &str, lines: usize) -> String {
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+/// The cluster as one node's REST API sees it: name → (role, state).
+pub fn members(node: &Node) -> Option<Vec<(String, String, String)>> {
+    let (code, body) = http(&format!("{}:8008", node.ip), "GET", "/cluster", None)?;
+    if code != 200 {
+        return None;
+    }
+    let cluster: Value = serde_json::from_str(&body).ok()?;
+    Some(
+        cluster["members"]
+            .as_array()?
+            .iter()
+            .map(|m| {
+                let s = |k: &str| m[k].as_str().unwrap_or_default().to_owned();
+                (s("name"), s("role"), s("state"))
+            })
+            .collect(),
+    )
+}
+
+/// Waits for one running leader and `replicas` streaming members; returns
+/// the leader's name.
+pub fn wait_healthy(nodes: &[&Node], replicas: usize, within: Duration) -> String {
+    wait_for(
+        &format!("a leader and {replicas} streaming replicas"),
+        within,
+        || {
+            let view = nodes.iter().find_map(|n| members(n))?;
+            let leader = view
+                .iter()
+                .find(|(_, role, state)| role == "leader" && state == "running")?;
+            let streaming = view
+                .iter()
+                .filter(|(_, role, state)| role != "leader" && state == "streaming")
+                .count();
+            (streaming == replicas).then(|| leader.0.clone())
+        },
+    )
+}
+
+/// Waits until a node other than those in `not` is a running leader.
+pub fn wait_new_leader(nodes: &[&Node], not: &BTreeSet<String>, within: Duration) -> String {
+    wait_for("a new leader", within, || {
+        nodes
+            .iter()
+            .filter(|n| !not.contains(&n.name))
+            .find_map(|n| (n.role().as_deref() == Some("primary")).then(|| n.name.clone()))
+    })
+}
