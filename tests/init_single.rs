@@ -64,19 +64,27 @@ fn stop_cleanly(node: &mut Node) {
 fn single_node_with_embedded_etcd_is_a_writable_primary_and_stops_cleanly() {
     let _serial = serial();
     let scratch = Scratch::new("single");
-    // A separate WAL volume, and a stand-in pgbouncer (supervised like the
-    // real one; the host has none) that runs until stopped.
+    // A separate WAL volume, and pgbouncer in front of the server (over its
+    // unix socket, so the SSL-only pg_hba does not apply).
     let wal = scratch.path.join("walvol");
-    let bouncer = scratch.path.join("fake-pgbouncer");
-    fs::write(&bouncer, "#!/bin/sh\necho \"serving $1\"\nexec sleep 600\n").unwrap();
-    fs::set_permissions(&bouncer, fs::Permissions::from_mode(0o755)).unwrap();
+    let socket_dir = Node::dir_for(&scratch.path, "single").join("run/postgresql");
     let mut options = NodeOptions::new("single", "127.0.0.2", None);
     options.extra_env = vec![
         ("PGWAL".into(), wal.display().to_string()),
-        ("SPILO_PGBOUNCER_BIN".into(), bouncer.display().to_string()),
+        ("SPILO_PGBOUNCER_BIN".into(), "/usr/sbin/pgbouncer".into()),
         (
             "PGBOUNCER_CONFIGURATION".into(),
-            "[databases]\n[pgbouncer]\nlisten_port = 6432\n".into(),
+            format!(
+                "[databases]\npostgres = host={} port=5432 user=postgres\n[pgbouncer]\nlisten_addr = 127.0.0.2\nlisten_port = 6432\nunix_socket_dir =\nauth_type = trust\nauth_file = {}\n",
+                socket_dir.display(),
+                Node::dir_for(&scratch.path, "single")
+                    .join("run/pgbouncer/userlist.txt")
+                    .display()
+            ),
+        ),
+        (
+            "PGBOUNCER_AUTHENTICATION".into(),
+            "\"postgres\" \"\"\n".into(),
         ),
     ];
     let mut node = Node::start(&scratch.path, options);
@@ -123,7 +131,32 @@ fn single_node_with_embedded_etcd_is_a_writable_primary_and_stops_cleanly() {
     // initdb --waldir: pg_wal lives on the WAL volume.
     assert_eq!(fs::read_link(node.pgdata().join("pg_wal")).unwrap(), wal);
     assert!(fs::read_dir(&wal).unwrap().count() > 0);
-    assert!(log.contains("pgbouncer: serving "), "{}", tail(&log, 20));
+    // Through pgbouncer to the primary.
+    let through_bouncer = Command::new("/usr/lib/postgresql/15/bin/psql")
+        .args([
+            "-X",
+            "-A",
+            "-t",
+            "-h",
+            "127.0.0.2",
+            "-p",
+            "6432",
+            "-U",
+            "postgres",
+            "-d",
+            "postgres",
+        ])
+        .args(["-c", "SELECT count(*) FROM t"])
+        .env("PGCONNECT_TIMEOUT", "5")
+        .output()
+        .unwrap();
+    assert!(
+        through_bouncer.status.success(),
+        "psql through pgbouncer: {}\n{}",
+        String::from_utf8_lossy(&through_bouncer.stderr),
+        tail(&log, 20)
+    );
+    assert_eq!(String::from_utf8_lossy(&through_bouncer.stdout).trim(), "1");
 
     // Patroni crashes: it is restarted and takes up the running server.
     let patroni_pid = process_table()
@@ -152,7 +185,7 @@ fn single_node_with_embedded_etcd_is_a_writable_primary_and_stops_cleanly() {
         log.find(needle)
             .unwrap_or_else(|| panic!("{needle} not in log"))
     };
-    assert!(at("patroni stopped") < at("sending SIGTERM to pgbouncer"));
+    assert!(at("patroni stopped") < at("sending SIGINT to pgbouncer"));
     assert!(at("pgbouncer stopped") < at("sending SIGTERM to etcd"));
 
     // A volume handed back with some files of another owner (a restore

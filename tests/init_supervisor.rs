@@ -29,6 +29,7 @@ fn spec(name: &str, script: &str, stage: u8) -> ChildSpec {
             stable_after: Duration::from_secs(60),
         },
         stop_stage: stage,
+        stop_signal: Signal::SIGTERM,
     }
 }
 

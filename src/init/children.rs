@@ -6,6 +6,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use nix::sys::signal::Signal;
+
 use crate::config::dcs::EMBEDDED_ETCD;
 use crate::config::{Config, DcsKind, Env};
 
@@ -72,6 +74,7 @@ pub fn specs(
         ready: None,
         restart: RESTART,
         stop_stage,
+        stop_signal: Signal::SIGTERM,
     };
 
     let mut specs = Vec::new();
@@ -117,12 +120,16 @@ pub fn specs(
     ));
     if config.pgbouncer.is_some() {
         let ini = config.paths.pgbouncer_dir().join("pgbouncer.ini");
-        specs.push(child(
+        let mut pgbouncer = child(
             "pgbouncer",
             &programs.pgbouncer,
             vec![ini.display().to_string()],
             1,
-        ));
+        );
+        // pgbouncer's SIGTERM is an immediate exit with status 1; SIGINT
+        // is its clean shutdown.
+        pgbouncer.stop_signal = Signal::SIGINT;
+        specs.push(pgbouncer);
     }
     specs
 }
@@ -212,5 +219,11 @@ mod tests {
             specs[1].stop_stage > specs[0].stop_stage,
             "Patroni stops first"
         );
+        assert_eq!(
+            specs[1].stop_signal,
+            Signal::SIGINT,
+            "pgbouncer's clean stop"
+        );
+        assert_eq!(specs[0].stop_signal, Signal::SIGTERM);
     }
 }

@@ -41,6 +41,9 @@ pub struct ChildSpec {
     /// Shutdown goes stage by stage, lowest first; a stage is signalled
     /// once every child of the earlier ones has exited.
     pub stop_stage: u8,
+    /// What asks this child to stop cleanly on SIGTERM or SIGINT (SIGQUIT
+    /// is passed on as it is).
+    pub stop_signal: Signal,
 }
 
 /// When a child counts as started, so that the next may start.
@@ -88,7 +91,8 @@ struct Child {
     started: Option<Instant>,
     ever_started: bool,
     ready: bool,
-    signalled: bool,
+    /// The stop signal sent in this shutdown, if any.
+    signalled: Option<Signal>,
     failures: u32,
     restart_at: Option<Instant>,
     generation: u64,
@@ -143,7 +147,7 @@ pub async fn run(
                 started: None,
                 ever_started: false,
                 ready: false,
-                signalled: false,
+                signalled: None,
                 failures: 0,
                 restart_at: None,
                 generation: 0,
@@ -259,7 +263,7 @@ impl Supervisor {
                 info!("{} started (pid {pid})", spec.name);
                 child.pid = Some(pid);
                 child.started = Some(Instant::now());
-                child.signalled = false;
+                child.signalled = None;
                 child.generation += 1;
                 child.ready = spec.ready.is_none();
                 if let Some(ready) = spec.ready.clone() {
@@ -323,9 +327,13 @@ impl Supervisor {
         child.pid = None;
         let ran = child.started.map(|s| s.elapsed()).unwrap_or_default();
         let name = child.spec.name.clone();
-        if let Some(shutdown) = &self.shutdown {
+        if self.shutdown.is_some() {
             // Exiting 0 or by the signal we sent is a clean stop.
-            if exit == Exit::Code(0) || exit == Exit::Signal(shutdown.signal) {
+            if exit == Exit::Code(0)
+                || child
+                    .signalled
+                    .is_some_and(|sent| exit == Exit::Signal(sent))
+            {
                 info!("{name} stopped ({exit})");
             } else {
                 warn!("{name} stopped with {exit}");
@@ -393,7 +401,7 @@ impl Supervisor {
                 info!("SIGQUIT received: passing it to every child now");
                 shutdown.all_at_once = true;
                 shutdown.signal = signal;
-                self.children.iter_mut().for_each(|c| c.signalled = false);
+                self.children.iter_mut().for_each(|c| c.signalled = None);
                 self.advance_shutdown();
             }
             return;
@@ -436,16 +444,20 @@ impl Supervisor {
         };
         for child in &mut self.children {
             let Some(pid) = child.pid else { continue };
-            if child.signalled || !(shutdown.all_at_once || child.spec.stop_stage == stage) {
+            if child.signalled.is_some()
+                || !(shutdown.all_at_once || child.spec.stop_stage == stage)
+            {
                 continue;
             }
-            child.signalled = true;
-            info!(
-                "sending {} to {} (pid {pid})",
-                shutdown.signal, child.spec.name
-            );
-            if let Err(e) = kill(pid, shutdown.signal) {
-                warn!("{}: {}: {e}", child.spec.name, shutdown.signal);
+            let signal = if shutdown.all_at_once {
+                shutdown.signal
+            } else {
+                child.spec.stop_signal
+            };
+            child.signalled = Some(signal);
+            info!("sending {signal} to {} (pid {pid})", child.spec.name);
+            if let Err(e) = kill(pid, signal) {
+                warn!("{}: {signal}: {e}", child.spec.name);
             }
         }
     }
