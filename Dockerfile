@@ -1,0 +1,91 @@
+# syntax=docker/dockerfile:1
+# spilo-rs: PostgreSQL HA (Patroni) with several PostgreSQL majors, from
+# Debian packages. Build:
+#   docker build -t spilo .                     (podman: add --format docker)
+#   docker build --build-arg COMPRESS=true ...  (non-default majors packed)
+# Behind a TLS-intercepting proxy, pass its CA bundle for cargo's fetches:
+#   --secret id=cacert,src=/etc/ssl/certs/ca-certificates.crt
+# What goes in is image/spec.toml; see `spilo manifest` in the image.
+
+ARG BASE=debian:trixie-slim
+
+# Debian's own Rust toolchain (rust-version 1.85 is trixie's rustc).
+FROM ${BASE} AS rust
+RUN apt-get update \
+ && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
+      cargo rustc gcc libc6-dev libpam0g-dev ca-certificates \
+ && rm -rf /var/lib/apt/lists/*
+
+# The build tool, from src/build alone: runtime code changes leave it, and
+# the package layers below, to the cache.
+FROM rust AS tool
+WORKDIR /src/build
+COPY src/build ./
+RUN --mount=type=cache,id=spilo-cargo-registry,target=/root/.cargo/registry \
+    --mount=type=cache,id=spilo-tool-target,target=/target \
+    --mount=type=secret,id=cacert \
+    set -e; \
+    if [ -s /run/secrets/cacert ]; then \
+      export CARGO_HTTP_CAINFO=/run/secrets/cacert SSL_CERT_FILE=/run/secrets/cacert; \
+    fi; \
+    CARGO_TARGET_DIR=/target cargo build --release --locked --bin spilo-build; \
+    cp /target/release/spilo-build /usr/local/bin/spilo-build
+
+FROM rust AS builder
+WORKDIR /src
+COPY Cargo.toml Cargo.lock ./
+COPY benches benches
+COPY extensions extensions
+COPY image/templates image/templates
+COPY src src
+# Crates and build artefacts live in cache mounts, so a change to Rust code
+# recompiles only the workspace crates. The optional cacert secret is the
+# CA bundle every HTTPS fetch trusts (crates.io behind a proxy).
+RUN --mount=type=cache,id=spilo-cargo-registry,target=/root/.cargo/registry \
+    --mount=type=cache,id=spilo-target,target=/target \
+    --mount=type=secret,id=cacert \
+    set -e; \
+    if [ -s /run/secrets/cacert ]; then \
+      export CARGO_HTTP_CAINFO=/run/secrets/cacert SSL_CERT_FILE=/run/secrets/cacert; \
+    fi; \
+    CARGO_TARGET_DIR=/target cargo build --release --locked --workspace --bins --lib; \
+    multiarch=$(gcc -print-multiarch); \
+    mkdir -p /out/bin "/out/lib/$multiarch/security"; \
+    cp /target/release/spilo /out/bin/; \
+    if [ -f /target/release/libpam_oauth2.so ]; then \
+      cp /target/release/libpam_oauth2.so "/out/lib/$multiarch/security/pam_oauth2.so"; \
+    fi
+
+# The root filesystem: packages per image/spec.toml, slimmed, optionally
+# compressed. spilo-build runs the same steps as `spilo build`.
+FROM ${BASE} AS rootfs
+COPY image/spec.toml /usr/share/spilo/spec.toml
+COPY --from=tool /usr/local/bin/spilo-build /usr/local/bin/spilo-build
+RUN spilo-build install
+RUN spilo-build slim
+ARG COMPRESS=false
+ARG COMPRESS_FORMAT=zstd
+RUN if [ "$COMPRESS" = true ]; then spilo-build compress --format "$COMPRESS_FORMAT"; fi
+RUN spilo-build manifest && rm /usr/local/bin/spilo-build
+
+FROM scratch
+COPY --from=rootfs / /
+COPY --from=builder /out/lib/ /usr/lib/
+COPY --from=builder /out/bin/spilo /usr/local/bin/spilo
+ARG BASE
+ARG VERSION=0.1.0
+LABEL org.opencontainers.image.title="spilo-rs" \
+      org.opencontainers.image.description="PostgreSQL high availability (Patroni) with several PostgreSQL majors; a drop-in replacement for Zalando's Spilo" \
+      org.opencontainers.image.version="${VERSION}" \
+      org.opencontainers.image.licenses="Apache-2.0" \
+      org.opencontainers.image.base.name="${BASE}" \
+      io.spilo.manifest="/usr/share/spilo/manifest.json"
+ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
+    LANG=en_US.UTF-8 \
+    PGHOME=/home/postgres
+WORKDIR /home/postgres
+EXPOSE 5432 8008 8080
+# Patroni's liveness: its REST API answers while its loop runs.
+HEALTHCHECK --interval=30s --timeout=10s --start-period=120s --retries=3 \
+  CMD ["python3", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/liveness' % os.environ.get('APIPORT', '8008'), timeout=5)"]
+ENTRYPOINT ["/usr/local/bin/spilo", "init"]
