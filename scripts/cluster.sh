@@ -1,7 +1,9 @@
 #!/bin/sh
 # A three-node spilo-rs cluster with one etcd (the image's own) on a
 # private network of the container engine.
-#   scripts/cluster.sh up [IMAGE]    start (default image localhost/spilo-rs:dev)
+#   scripts/cluster.sh build         build localhost/spilo-rs:dev from this checkout
+#   scripts/cluster.sh up [IMAGE]    start (default image localhost/spilo-rs:dev,
+#                                    built first when missing)
 #   scripts/cluster.sh status        members as Patroni sees them
 #   scripts/cluster.sh down          remove containers and network
 # CONTAINER_ENGINE picks the engine (default podman). PostgreSQL answers on
@@ -16,9 +18,33 @@ net=spilo-demo
 subnet=10.89.78
 scope=${SCOPE:-demo}
 
+build_image() {
+    root=$(cd "$(dirname "$0")/.." && pwd)
+    # Without a registry (as in CI), the base image is made locally.
+    if [ "$engine" = podman ]; then
+        "$root/scripts/base-image.sh"
+        format="--format docker"
+    else
+        format=
+    fi
+    # Behind a TLS-intercepting proxy, cargo trusts the host's CA bundle.
+    secret=
+    if [ -f /etc/ssl/certs/ca-certificates.crt ]; then
+        secret="--secret id=cacert,src=/etc/ssl/certs/ca-certificates.crt"
+    fi
+    # shellcheck disable=SC2086
+    "$engine" build $format $secret -t localhost/spilo-rs:dev "$root"
+}
+
 case "${1:-}" in
+build)
+    build_image
+    ;;
 up)
     image=${2:-localhost/spilo-rs:dev}
+    if [ "$image" = localhost/spilo-rs:dev ] && ! "$engine" image inspect "$image" >/dev/null 2>&1; then
+        build_image
+    fi
     "$engine" network create --subnet "$subnet.0/24" "$net" >/dev/null
     "$engine" run -d --name spilo-demo-etcd --network "$net" --ip "$subnet.10" \
         --entrypoint /usr/bin/etcd "$image" --name etcd --data-dir /run/etcd \
@@ -43,7 +69,7 @@ down)
     "$engine" network rm -f "$net" >/dev/null 2>&1 || true
     ;;
 *)
-    sed -n '2,9p' "$0"
+    sed -n '2,11p' "$0"
     exit 2
     ;;
 esac
