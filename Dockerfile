@@ -52,9 +52,7 @@ RUN --mount=type=cache,id=spilo-cargo-registry,target=/root/.cargo/registry \
     multiarch=$(gcc -print-multiarch); \
     mkdir -p /out/bin "/out/lib/$multiarch/security"; \
     cp /target/release/spilo /out/bin/; \
-    if [ -f /target/release/libpam_oauth2.so ]; then \
-      cp /target/release/libpam_oauth2.so "/out/lib/$multiarch/security/pam_oauth2.so"; \
-    fi
+    cp /target/release/libpam_oauth2.so "/out/lib/$multiarch/security/pam_oauth2.so"
 
 # The root filesystem: packages per image/spec.toml, slimmed, optionally
 # compressed. spilo-build runs the same steps as `spilo build`.

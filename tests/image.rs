@@ -280,6 +280,15 @@ fn a_container_without_configuration_is_a_single_node_cluster() {
         // The image's HEALTHCHECK, run on demand.
         ok(&["healthcheck", "run", &node.name]);
     }
+    // The OAuth2 PAM module where `pam_oauth2.so` resolves, and the PAM
+    // service as a link to the file `spilo configure` renders in RW_DIR.
+    let module = node.exec(&["sh", "-c", "ls /usr/lib/*-linux-gnu/security/pam_oauth2.so"]);
+    assert!(module.status.success(), "pam_oauth2.so is not installed");
+    let link = node.exec(&["readlink", "/etc/pam.d/postgresql"]);
+    assert_eq!(
+        String::from_utf8_lossy(&link.stdout).trim(),
+        "/run/pam.d/postgresql"
+    );
 }
 
 /// Extensions of the optional packages, and what each needs preloaded.
