@@ -183,24 +183,23 @@ fn kubernetes(
             label_map("KUBERNETES_BOOTSTRAP_LABELS", raw)?,
         );
     }
-    let text = |value: &Option<String>, default: &str| json!(set(value).unwrap_or(default));
-    block.insert(
-        "scope_label".into(),
-        text(&vars.kubernetes_scope_label, "version"),
-    );
-    block.insert(
-        "role_label".into(),
-        text(&vars.kubernetes_role_label, "spilo-role"),
-    );
     // The operator waits for spilo-role=master; Patroni 4 says primary.
-    block.insert(
-        "leader_label_value".into(),
-        text(&vars.kubernetes_leader_label_value, "master"),
-    );
-    block.insert(
-        "standby_leader_label_value".into(),
-        text(&vars.kubernetes_standby_leader_label_value, "master"),
-    );
+    for (key, value, default) in [
+        ("scope_label", &vars.kubernetes_scope_label, "version"),
+        ("role_label", &vars.kubernetes_role_label, "spilo-role"),
+        (
+            "leader_label_value",
+            &vars.kubernetes_leader_label_value,
+            "master",
+        ),
+        (
+            "standby_leader_label_value",
+            &vars.kubernetes_standby_leader_label_value,
+            "master",
+        ),
+    ] {
+        block.insert(key.into(), json!(set(value).unwrap_or(default)));
+    }
     block.insert("bypass_api_service".into(), json!(true));
     if !parse_bool("KUBERNETES_USE_CONFIGMAPS", &vars.kubernetes_use_configmaps)? {
         block.insert("use_endpoints".into(), json!(true));

@@ -69,7 +69,7 @@ pub fn majors_tree(root: &Path, majors: &[u32]) {
     }
 }
 
-/// Patroni 4 as tests/setup installs it.
+/// Patroni 4 as tests/setup installs it (SPILO_TEST_PATRONI overrides).
 pub fn patroni() -> PathBuf {
     let path = std::env::var_os("SPILO_TEST_PATRONI")
         .map(PathBuf::from)

@@ -17,6 +17,9 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::Signal;
 use serde_json::{Value, json};
 
+#[path = "../common/mod.rs"]
+mod common;
+
 pub const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
 pub const TTL: u64 = 20;
 pub const LOOP_WAIT: u64 = 2;
@@ -32,23 +35,14 @@ pub fn spilo() -> &'static str {
     env!("CARGO_BIN_EXE_spilo")
 }
 
-/// Patroni from SPILO_TEST_PATRONI (default: the venv .ci/run makes).
+/// Patroni, after checking that the rest of the real tree is there too.
 pub fn patroni() -> PathBuf {
-    let path = std::env::var_os("SPILO_TEST_PATRONI")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| "/opt/spilo-test/venv/bin/patroni".into());
+    common::host_bin_dir();
     assert!(
-        path.is_file(),
-        "Patroni not found at {} (set SPILO_TEST_PATRONI; tests/setup installs it)",
-        path.display()
+        Path::new("/usr/bin/etcd").is_file(),
+        "/usr/bin/etcd missing: run tests/setup"
     );
-    for tool in [format!("{PG_BIN}/postgres"), "/usr/bin/etcd".into()] {
-        assert!(
-            Path::new(&tool).is_file(),
-            "{tool} missing (tests/setup installs it)"
-        );
-    }
-    path
+    common::patroni()
 }
 
 /// A scratch directory under /tmp that postgres (and any uid) can enter.

@@ -22,7 +22,7 @@ mod support;
 use std::ffi::CString;
 use std::time::Instant;
 
-use support::{Ca, Reply, Server, Service, pam_login, rss_kib};
+use support::{Logins, pam_login, rss_kib};
 
 fn main() {
     let n: usize = std::env::args()
@@ -30,24 +30,8 @@ fn main() {
         .and_then(|a| a.parse().ok())
         .unwrap_or(10_000);
 
-    let ca = Ca::new("leak check CA");
-    let dir = tempfile::tempdir().expect("tempdir");
-    let cafile = ca.write(dir.path(), "ca.pem");
-    let server = Server::start(&ca);
-    server.quiet();
-    server.reply(
-        "leak-token",
-        Reply::json(r#"{"uid":"alice","realm":"/employees"}"#),
-    );
-    let svc = Service::new(
-        "required",
-        &format!(
-            "{} uid realm=/employees cafile={}",
-            server.url(),
-            cafile.display()
-        ),
-    );
-    let service = CString::new(svc.name.clone()).expect("service");
+    let logins = Logins::new("leak-token");
+    let (server, service, cafile) = (&logins.server, &logins.service, &logins.cafile);
     let alice = CString::new("alice").expect("user");
     let bob = CString::new("bob").expect("user");
     let token = CString::new("leak-token").expect("token");
@@ -57,7 +41,7 @@ fn main() {
         for i in start..start + count {
             // Every 10th login is a denial (wrong user) so both paths run.
             let user = if i % 10 == 9 { &bob } else { &alice };
-            if pam_login(&service, user, &token) == 0 {
+            if pam_login(service, user, &token) == 0 {
                 ok += 1;
             } else {
                 denied += 1;
@@ -143,7 +127,7 @@ fn main() {
         eprintln!(
             "unexpected outcome: {denied} denied (expected {expected_denied}), {cold_ok}/{cold} cold granted"
         );
-        drop(svc); // exit() skips destructors: remove the service file first
+        drop(logins); // exit() skips destructors: remove the service file first
         std::process::exit(1);
     }
 }

@@ -8,29 +8,14 @@ mod support;
 
 use std::ffi::CString;
 
-use support::{Ca, Reply, Server, Service, pam_login, rss_kib};
+use support::{Logins, Reply, pam_login, rss_kib};
 
 #[test]
 fn repeated_logins_do_not_leak() {
-    let ca = Ca::new("leak test CA");
-    let dir = tempfile::tempdir().expect("tempdir");
-    let cafile = ca.write(dir.path(), "ca.pem");
-    let server = Server::start(&ca);
-    server.quiet();
-    server.reply(
-        "leak",
-        Reply::json(r#"{"uid":"alice","realm":"/employees"}"#),
-    );
+    let logins = Logins::new("leak");
+    let server = &logins.server;
     server.reply("leak-401", Reply::status(401, "{}"));
-    let svc = Service::new(
-        "required",
-        &format!(
-            "{} uid realm=/employees cafile={}",
-            server.url(),
-            cafile.display()
-        ),
-    );
-    let service = CString::new(svc.name.clone()).expect("service");
+    let service = &logins.service;
     let alice = CString::new("alice").expect("user");
     let bob = CString::new("bob").expect("user");
     let good = CString::new("leak").expect("token");
@@ -43,7 +28,7 @@ fn repeated_logins_do_not_leak() {
                 1 => (&alice, &bad, false),
                 _ => (&alice, &good, true),
             };
-            let rc = pam_login(&service, user, token);
+            let rc = pam_login(service, user, token);
             assert_eq!(rc == 0, want_ok, "login {i}: PAM code {rc}");
         }
     };

@@ -586,3 +586,45 @@ pub fn pam_login(service: &CStr, user: &CStr, token: &CStr) -> c_int {
         rc
     }
 }
+
+/// What the leak test and the leak check log in through, many times: a
+/// tokeninfo server that knows `token` as alice of /employees, and a
+/// `required` PAM service pointing at it with the test CA.
+pub struct Logins {
+    _dir: tempfile::TempDir,
+    _service_file: Service,
+    pub cafile: PathBuf,
+    pub server: Server,
+    /// The PAM service's name, for pam_start.
+    pub service: std::ffi::CString,
+}
+
+impl Logins {
+    pub fn new(token: &str) -> Logins {
+        let ca = Ca::new("leak check CA");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cafile = ca.write(dir.path(), "ca.pem");
+        let server = Server::start(&ca);
+        server.quiet();
+        server.reply(
+            token,
+            Reply::json(r#"{"uid":"alice","realm":"/employees"}"#),
+        );
+        let service_file = Service::new(
+            "required",
+            &format!(
+                "{} uid realm=/employees cafile={}",
+                server.url(),
+                cafile.display()
+            ),
+        );
+        let service = std::ffi::CString::new(service_file.name.clone()).expect("service name");
+        Logins {
+            _dir: dir,
+            _service_file: service_file,
+            cafile,
+            server,
+            service,
+        }
+    }
+}
