@@ -152,6 +152,14 @@ impl Spec {
                 self.image.default_major
             ));
         }
+        // `spilo init` starts a new cluster on the newest installed major:
+        // a different default would be built and tested first but not run.
+        if let Some(newest) = seen.last().filter(|n| **n != self.image.default_major) {
+            return Err(format!(
+                "default_major {} is not the newest [[major]] ({newest}), which new clusters run",
+                self.image.default_major
+            ));
+        }
         for source in &self.sources {
             if source.name == BASE_SOURCE || source.name.is_empty() {
                 return Err(format!("source name {:?} is reserved", source.name));
@@ -238,6 +246,16 @@ remove = []
         let err =
             Spec::parse(&minimal("[[major]]\nversion = 15\nsource = \"base\"\n")).unwrap_err();
         assert!(err.contains("default_major 17"), "{err}");
+    }
+
+    #[test]
+    fn default_major_must_be_the_newest() {
+        let majors = "[[major]]\nversion = 17\nsource = \"base\"\n[[major]]\nversion = 18\nsource = \"base\"\n";
+        let err = Spec::parse(&minimal(majors)).unwrap_err();
+        assert_eq!(
+            err,
+            "default_major 17 is not the newest [[major]] (18), which new clusters run"
+        );
     }
 
     #[test]

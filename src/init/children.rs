@@ -28,6 +28,10 @@ const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/s
 /// contract, secrets) is not theirs to see.
 const PASSED: [&str; 4] = ["LANG", "LC_ALL", "LC_CTYPE", "TZ"];
 
+/// The API server's address, which Patroni's Kubernetes DCS reads for its
+/// in-cluster configuration: harmless to pass whenever Kubernetes sets it.
+const KUBERNETES_API: [&str; 2] = ["KUBERNETES_SERVICE_HOST", "KUBERNETES_SERVICE_PORT"];
+
 const RESTART: Restart = Restart {
     limit: 5,
     first_delay: Duration::from_secs(1),
@@ -61,6 +65,7 @@ pub fn specs(
     base.extend(
         PASSED
             .iter()
+            .chain(&KUBERNETES_API)
             .filter_map(|name| Some((name.to_string(), env.get(name)?.to_owned()))),
     );
     base.extend(extra_env.iter().cloned());
@@ -225,5 +230,35 @@ mod tests {
             "pgbouncer's clean stop"
         );
         assert_eq!(specs[0].stop_signal, Signal::SIGTERM);
+    }
+
+    #[test]
+    fn patroni_sees_the_kubernetes_api_server() {
+        let (config, env, _root) = config(&[
+            ("KUBERNETES_SERVICE_HOST", "10.96.0.1"),
+            ("KUBERNETES_SERVICE_PORT", "443"),
+            ("KUBERNETES_PORT_443_TCP", "tcp://10.96.0.1:443"),
+            ("DCS_ENABLE_KUBERNETES_API", "true"),
+        ]);
+        assert_eq!(config.dcs.kind, DcsKind::Kubernetes);
+        let specs = specs(&config, &env, &postgres(), &programs(), &[]);
+        let names: Vec<&str> = specs.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["patroni"]);
+        let env = &specs[0].env;
+        let keys: Vec<&str> = env.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(
+            keys,
+            [
+                "PATH",
+                "HOME",
+                "USER",
+                "LOGNAME",
+                "LANG",
+                "KUBERNETES_SERVICE_HOST",
+                "KUBERNETES_SERVICE_PORT"
+            ]
+        );
+        assert_eq!(env[5].1, "10.96.0.1");
+        assert_eq!(env[6].1, "443");
     }
 }

@@ -1,6 +1,8 @@
 //! The Patroni configuration: the template filled from the model, parsed,
 //! and the user's SPILO_CONFIGURATION deep-merged over it.
 
+use std::path::Path;
+
 use serde_json::{Map, Value, json};
 
 use super::RenderError;
@@ -25,7 +27,6 @@ pub fn tree(config: &Config) -> Result<Map<String, Value>, RenderError> {
         "shared_buffers_mb": config.sizing.shared_buffers_mb,
         "initdb_locale": config.initdb_locale,
         "pgdata": config.paths.pgdata,
-        "pgwal": config.paths.pgwal,
         "bin_dir": config.version.bin_dir,
         "pgpass": config.paths.pgpass(),
         "socket_dir": config.paths.socket_dir(),
@@ -50,7 +51,52 @@ pub fn tree(config: &Config) -> Result<Map<String, Value>, RenderError> {
         }
     };
     merge::deep_merge(&mut tree, config.user.clone());
+    if let Some(pgwal) = &config.paths.pgwal {
+        add_waldir(&mut tree, pgwal);
+    }
     Ok(tree)
+}
+
+/// The options of initdb and of replicas' pg_basebackup, as (section, key).
+const WAL_WRITERS: [(&str, &str); 2] = [("bootstrap", "initdb"), ("postgresql", "basebackup")];
+
+/// With a separate WAL volume (PGWAL), initdb and pg_basebackup must put
+/// pg_wal there. Added after the merge because a list from the user
+/// replaces ours whole; a waldir the user gives is kept.
+fn add_waldir(tree: &mut Map<String, Value>, pgwal: &Path) {
+    let waldir = Value::String(pgwal.display().to_string());
+    for (section, key) in WAL_WRITERS {
+        // Both sections are in the template and stay mappings whatever
+        // the user sends (merge::MAPPINGS).
+        if let Some(Value::Object(section)) = tree.get_mut(section) {
+            add_waldir_option(section.entry(key).or_insert(Value::Null), &waldir);
+        }
+    }
+}
+
+/// Adds waldir to a tool's options as Patroni takes them: a list of
+/// strings and one-key mappings, or a mapping.
+fn add_waldir_option(options: &mut Value, waldir: &Value) {
+    let option = || json!({ "waldir": waldir });
+    match options {
+        Value::Null => *options = json!([option()]),
+        Value::Array(items) if !items.iter().any(sets_waldir) => items.push(option()),
+        Value::Object(map) => {
+            map.entry("waldir").or_insert_with(|| waldir.clone());
+        }
+        // Not options at all: Patroni's own validation says so.
+        _ => {}
+    }
+}
+
+/// Whether a list item already sets waldir: `{waldir: DIR}`, or the
+/// string form `waldir=DIR`.
+fn sets_waldir(item: &Value) -> bool {
+    match item {
+        Value::Object(map) => map.contains_key("waldir"),
+        Value::String(s) => s == "waldir" || s.starts_with("waldir="),
+        _ => false,
+    }
 }
 
 /// Replaces passwords and known secret values in a tree (for --dry-run).
@@ -69,5 +115,92 @@ pub fn redact(value: &mut Value, secrets: &[String]) {
         Value::Array(items) => items.iter_mut().for_each(|v| redact(v, secrets)),
         Value::String(s) if super::holds_secret(s, secrets) => *s = super::REDACTED.to_owned(),
         _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Env, System};
+
+    /// The merged tree for these variables (plus a pod identity).
+    fn tree_for(extra: &[(&str, &str)]) -> Map<String, Value> {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("majors/17/bin")).unwrap();
+        let mut pairs = vec![("HOSTNAME", "node-0"), ("POD_IP", "10.0.0.5")];
+        pairs.extend_from_slice(extra);
+        let system = System {
+            postgres_root: dir.path().join("majors"),
+            ..System::default()
+        };
+        let config = Config::build(&Env::from_pairs(pairs), &system).unwrap();
+        tree(&config).unwrap()
+    }
+
+    fn options<'a>(tree: &'a Map<String, Value>, section: &str, key: &str) -> &'a Value {
+        &tree[section][key]
+    }
+
+    #[test]
+    fn waldir_for_initdb_and_basebackup_with_a_wal_volume() {
+        let tree = tree_for(&[("PGWAL", "/wal/pg_wal")]);
+        assert_eq!(
+            options(&tree, "bootstrap", "initdb"),
+            &json!([
+                { "encoding": "UTF8" },
+                { "locale": "en_US.UTF-8" },
+                "data-checksums",
+                { "waldir": "/wal/pg_wal" },
+            ])
+        );
+        assert_eq!(
+            options(&tree, "postgresql", "basebackup"),
+            &json!([{ "waldir": "/wal/pg_wal" }])
+        );
+
+        let tree = tree_for(&[]);
+        let initdb = options(&tree, "bootstrap", "initdb");
+        assert!(!initdb.to_string().contains("waldir"), "{initdb}");
+        assert_eq!(tree["postgresql"].get("basebackup"), None);
+    }
+
+    #[test]
+    fn waldir_survives_the_users_own_options() {
+        let tree = tree_for(&[
+            ("PGWAL", "/wal/pg_wal"),
+            (
+                "SPILO_CONFIGURATION",
+                r#"{bootstrap: {initdb: [data-checksums, {auth-host: md5}]},
+                    postgresql: {basebackup: {max-rate: 100M, checkpoint: fast}}}"#,
+            ),
+        ]);
+        assert_eq!(
+            options(&tree, "bootstrap", "initdb"),
+            &json!(["data-checksums", { "auth-host": "md5" }, { "waldir": "/wal/pg_wal" }])
+        );
+        assert_eq!(
+            options(&tree, "postgresql", "basebackup"),
+            &json!({ "max-rate": "100M", "checkpoint": "fast", "waldir": "/wal/pg_wal" })
+        );
+    }
+
+    #[test]
+    fn the_users_waldir_is_kept() {
+        let tree = tree_for(&[
+            ("PGWAL", "/wal/pg_wal"),
+            (
+                "SPILO_CONFIGURATION",
+                r#"{bootstrap: {initdb: [{waldir: /mine}]},
+                    postgresql: {basebackup: ["waldir=/mine", {max-rate: 100M}]}}"#,
+            ),
+        ]);
+        assert_eq!(
+            options(&tree, "bootstrap", "initdb"),
+            &json!([{ "waldir": "/mine" }])
+        );
+        assert_eq!(
+            options(&tree, "postgresql", "basebackup"),
+            &json!(["waldir=/mine", { "max-rate": "100M" }])
+        );
     }
 }
