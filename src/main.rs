@@ -6,7 +6,7 @@ use clap::{Parser, Subcommand};
 
 use spilo::config::{Env, version::DEFAULT_POSTGRES_ROOT};
 use spilo::configure;
-use spilo::init::{self, children::Programs, hooks, logging};
+use spilo::init::{self, children::Programs, hooks, initdb_ahead, logging};
 use spilo::render::Section;
 
 /// PostgreSQL high availability in one image, configured by environment
@@ -69,6 +69,9 @@ enum Command {
         #[command(subcommand)]
         hook: Hook,
     },
+    /// Runs initdb ahead of Patroni (started by `init`).
+    #[command(hide = true)]
+    InitdbAhead { dir: PathBuf },
 }
 
 #[derive(Subcommand)]
@@ -90,6 +93,11 @@ enum Hook {
 }
 
 fn main() -> ExitCode {
+    let mut args = std::env::args_os();
+    let argv0 = PathBuf::from(args.next().unwrap_or_default());
+    if initdb_ahead::called_as_shim(&argv0) {
+        return initdb_ahead::shim(&argv0, args.collect());
+    }
     let cli = Cli::parse();
     match cli.command {
         Command::Configure {
@@ -126,6 +134,14 @@ fn main() -> ExitCode {
             log_format,
         } => {
             logging::init(log_format);
+            // Patroni's hooks and the initdb shim call this binary back.
+            let hook_program = match std::env::current_exe() {
+                Ok(path) => path,
+                Err(e) => {
+                    tracing::error!("cannot find this program's own path: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
             let options = init::Options {
                 postgres_root,
                 programs: Programs {
@@ -135,7 +151,7 @@ fn main() -> ExitCode {
                 },
                 grace: Duration::from_secs(stop_timeout),
                 nss_wrapper,
-                hook_program: std::env::current_exe().unwrap_or_else(|_| "spilo".into()),
+                hook_program,
             };
             match init::run(&Env::from_process(), &options) {
                 Ok(status) => ExitCode::from(status),
@@ -159,6 +175,7 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Command::InitdbAhead { dir } => initdb_ahead::run(&dir),
         Command::Hook { hook } => {
             let result = match hook {
                 Hook::PostInit { spec, connection } => hooks::read_spec(&spec).and_then(|s| {

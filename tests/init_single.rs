@@ -235,6 +235,14 @@ fn an_arbitrary_uid_runs_with_only_its_volumes_writable() {
         took.as_secs_f64()
     );
 
+    // initdb ran ahead as the uid too (it needs the passwd entry below).
+    assert!(
+        node.log()
+            .contains("spilo initdb: took over the cluster made ahead"),
+        "{}",
+        tail(&node.log(), 30)
+    );
+
     // nss_wrapper gave the uid a name; /etc/passwd was not touched.
     let passwd = fs::read_to_string(dir.join("run/nss/passwd")).expect("nss passwd");
     assert!(passwd.contains(&format!("postgres:x:{uid}:0:")), "{passwd}");
@@ -497,4 +505,84 @@ fn a_missing_certificate_is_refused_before_anything_is_written() {
     let stderr = run_init_expecting_failure(env, None);
     assert!(stderr.contains("SSL_CERTIFICATE_FILE="), "{stderr}");
     assert!(!dir.exists(), "nothing may be written: {:?}", entries(&dir));
+}
+
+/// SHA-256 fingerprint of the certificate PostgreSQL serves on `ip`.
+fn served_fingerprint(ip: &str) -> Option<String> {
+    let served = Command::new("openssl")
+        .args(["s_client", "-starttls", "postgres", "-connect"])
+        .arg(format!("{ip}:5432"))
+        .stdin(std::process::Stdio::null())
+        .output()
+        .ok()?;
+    fingerprint_of(&served.stdout)
+}
+
+fn fingerprint_of(pem: &[u8]) -> Option<String> {
+    use std::io::Write;
+    let mut x509 = Command::new("openssl")
+        .args(["x509", "-noout", "-fingerprint", "-sha256"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .ok()?;
+    x509.stdin.take()?.write_all(pem).ok()?;
+    let out = x509.wait_with_output().ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
+}
+
+#[test]
+fn a_renewed_certificate_is_served_after_a_reload_without_a_restart() {
+    let _serial = serial();
+    let scratch = Scratch::new("renew");
+    let mut node = Node::start(&scratch.path, NodeOptions::new("renew", "127.0.0.2", None));
+    writable_primary(&node);
+    let certs = node.dir.join("run/certs");
+    let first = fs::read(certs.join("server.crt")).unwrap();
+    assert_eq!(served_fingerprint("127.0.0.2"), fingerprint_of(&first));
+    let postmaster = || {
+        let pid_file = fs::read_to_string(node.pgdata().join("postmaster.pid")).unwrap();
+        pid_file.lines().next().unwrap_or_default().to_owned()
+    };
+    let before = postmaster();
+
+    // A renewed pair, swapped in the way a secret update does: new files
+    // renamed over the old ones.
+    let renewed = scratch.path.join("renewed");
+    fs::create_dir(&renewed).unwrap();
+    let ok = Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt"])
+        .args(["ec_paramgen_curve:prime256v1", "-nodes", "-days", "1"])
+        .args(["-subj", "/CN=renewed", "-keyout"])
+        .arg(renewed.join("server.key"))
+        .arg("-out")
+        .arg(renewed.join("server.crt"))
+        .output()
+        .unwrap()
+        .status
+        .success();
+    assert!(ok, "openssl req");
+    let (uid, gid) = {
+        let meta = fs::metadata(certs.join("server.key")).unwrap();
+        (meta.uid(), meta.gid())
+    };
+    for name in ["server.key", "server.crt"] {
+        std::os::unix::fs::chown(renewed.join(name), Some(uid), Some(gid)).unwrap();
+        fs::set_permissions(renewed.join(name), fs::Permissions::from_mode(0o600)).unwrap();
+        fs::rename(renewed.join(name), certs.join(name)).unwrap();
+    }
+    let wanted = fingerprint_of(&fs::read(certs.join("server.crt")).unwrap());
+    assert_ne!(wanted, fingerprint_of(&first));
+    wait_for("the renewed certificate", Duration::from_secs(30), || {
+        (served_fingerprint("127.0.0.2") == wanted).then_some(())
+    });
+    assert!(
+        node.log().contains("certificates: "),
+        "{}",
+        tail(&node.log(), 20)
+    );
+    assert_eq!(postmaster(), before, "the server was restarted");
+    stop_cleanly(&mut node);
 }

@@ -6,6 +6,7 @@ pub mod account;
 pub mod certwatch;
 pub mod children;
 pub mod hooks;
+pub mod initdb_ahead;
 pub mod logging;
 pub mod majors;
 pub mod nss;
@@ -55,6 +56,8 @@ pub enum InitError {
     HookSpec(#[from] serde_json::Error),
     #[error(transparent)]
     Write(#[from] WriteError),
+    #[error(transparent)]
+    Ahead(#[from] initdb_ahead::AheadError),
     #[error("supervisor: {0}")]
     Runtime(std::io::Error),
 }
@@ -91,8 +94,13 @@ pub fn run(env: &Env, options: &Options) -> Result<u8, InitError> {
         "PostgreSQL {} ({}), member {} of {}",
         config.version.major, config.version.source, config.identity.name, config.identity.scope
     );
-    let mut outputs = plan(&mut config, &options.hook_program)?;
+    let embedded_etcd = config.dcs.kind == crate::config::DcsKind::Embedded;
+    let etcd_data = children::etcd_data_dir(&config);
+    let ahead = initdb_ahead::decide(&config, &etcd_data);
+    let mut outputs = plan(&mut config, &options.hook_program, ahead.as_ref())?;
     let account = Account::resolve()?;
+    let private_dirs: Vec<PathBuf> = embedded_etcd.then_some(etcd_data).into_iter().collect();
+    volumes::prepare(&config.paths, &account, &private_dirs)?;
     let nss_env = nss::prepare(
         &account,
         &config.paths.rw_dir,
@@ -106,12 +114,6 @@ pub fn run(env: &Env, options: &Options) -> Result<u8, InitError> {
             account.uid
         );
     }
-    let embedded_etcd = config.dcs.kind == crate::config::DcsKind::Embedded;
-    let private_dirs: Vec<PathBuf> = embedded_etcd
-        .then(|| children::etcd_data_dir(&config))
-        .into_iter()
-        .collect();
-    volumes::prepare(&config.paths, &account, &private_dirs)?;
     let shared_buffers = shm::shared_buffers_mb(&config.user, config.sizing.shared_buffers_mb);
     if let Some(warning) = shm::check(Path::new("/dev/shm"), shared_buffers) {
         warn!("{warning}");
@@ -120,14 +122,25 @@ pub fn run(env: &Env, options: &Options) -> Result<u8, InitError> {
     let (config, library_env) = match majors::prepare(&config, env, &options.postgres_root)? {
         None => (config, Vec::new()),
         Some(mut unpacked) => {
-            outputs = plan(&mut unpacked.config, &options.hook_program)?;
+            outputs = plan(&mut unpacked.config, &options.hook_program, ahead.as_ref())?;
             (unpacked.config, unpacked.env)
         }
     };
-    files::write_all(&outputs, Owner::detect())?;
-
     let child_env: Vec<(String, String)> = nss_env.into_iter().chain(library_env).collect();
     let specs = children::specs(&config, env, &account, &options.programs, &child_env);
+    initdb_ahead::clear_stale(&config)?;
+    files::write_all(&outputs, Owner::detect())?;
+    if let (Some(ahead), Some(patroni)) = (&ahead, specs.iter().find(|s| s.name == "patroni")) {
+        // Before the supervisor, so that initdb overlaps etcd's and
+        // Patroni's start-up; after every other write, so that an error
+        // leaves no run behind.
+        ahead.start(
+            &options.hook_program,
+            &config.version.bin_dir.join("initdb"),
+            patroni,
+        )?;
+    }
+
     let tls = &config.ssl.postgres;
     let watched = [
         Some(&tls.cert_file),
@@ -155,8 +168,15 @@ pub fn run(env: &Env, options: &Options) -> Result<u8, InitError> {
 }
 
 /// What `configure` writes, plus the hooks' spec (and their commands in
-/// the Patroni configuration).
-fn plan(config: &mut Config, hook_program: &Path) -> Result<Vec<render::Output>, InitError> {
+/// the Patroni configuration) and the initdb shim when initdb runs ahead.
+fn plan(
+    config: &mut Config,
+    hook_program: &Path,
+    ahead: Option<&initdb_ahead::Ahead>,
+) -> Result<Vec<render::Output>, InitError> {
+    if let Some(ahead) = ahead {
+        ahead.configure(config);
+    }
     let hook_spec = hooks::install(config, hook_program)?;
     let mut outputs = render::plan(config, &[Section::All])?;
     outputs.push(hook_spec);

@@ -515,7 +515,7 @@ async fn wait_ready(ready: &Ready) -> bool {
         if http_ok(*addr, path).await {
             return true;
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
     false
 }
