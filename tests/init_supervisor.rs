@@ -1,6 +1,6 @@
 //! The supervisor with plain shell children, in-process: restart limits,
 //! staged shutdown, orphans reaped (no zombies), SIGTERM leaving nothing,
-//! SIGQUIT to every child at once.
+//! SIGQUIT to every child at once, a stop held until the supervisor runs.
 //! One test: the supervisor reaps with waitpid(-1) and handles this
 //! process's signals, so nothing else may run beside it.
 
@@ -125,6 +125,32 @@ fn supervisor_restarts_gives_up_reaps_orphans_and_stops_in_order() {
     let mut got: Vec<String> = read(&quit).lines().map(str::to_owned).collect();
     got.sort();
     assert_eq!(got, ["a", "b"]);
+    assert!(children_of_me().is_empty(), "{:?}", children_of_me());
+
+    // A stop that arrives before the supervisor runs (init still preparing
+    // the volumes) is held, not lost: the tree starts and stops at once.
+    supervisor::hold_stop_signals().expect("hold");
+    nix::sys::signal::raise(Signal::SIGTERM).expect("raise");
+    let (done, finished) = std::sync::mpsc::channel::<()>();
+    let watchdog = std::thread::spawn(move || {
+        if finished.recv_timeout(Duration::from_secs(20)).is_err() {
+            eprintln!("the held SIGTERM was lost: the supervisor never stopped");
+            std::process::abort();
+        }
+    });
+    let started = Instant::now();
+    let status = run(
+        vec![spec("late", "exec sleep 30", 0)],
+        Duration::from_secs(10),
+    );
+    let stopped_within = started.elapsed();
+    done.send(()).expect("watchdog");
+    watchdog.join().expect("watchdog");
+    assert_eq!(status, supervisor::CLEAN);
+    assert!(
+        stopped_within < Duration::from_secs(5),
+        "{stopped_within:?}"
+    );
     assert!(children_of_me().is_empty(), "{:?}", children_of_me());
 }
 

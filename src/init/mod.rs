@@ -79,6 +79,9 @@ impl InitError {
 /// Runs the container; returns its exit status once the tree is down.
 pub fn run(env: &Env, options: &Options) -> Result<u8, InitError> {
     let started = Instant::now();
+    if let Err(e) = supervisor::hold_stop_signals() {
+        warn!("cannot hold stop signals until the supervisor runs: {e}");
+    }
     if let Err(e) = reaper::become_subreaper() {
         warn!("cannot become the subreaper of our children: {e}");
     }

@@ -12,7 +12,7 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
-use nix::sys::signal::{Signal, kill};
+use nix::sys::signal::{SigSet, Signal, kill};
 use nix::unistd::{Gid, Pid, Uid};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::unix::pipe;
@@ -125,6 +125,20 @@ struct Supervisor {
     readers: Vec<JoinHandle<()>>,
 }
 
+fn stop_signals() -> SigSet {
+    [Signal::SIGTERM, Signal::SIGINT, Signal::SIGQUIT]
+        .into_iter()
+        .collect()
+}
+
+/// Keeps the stop signals pending until `run` handles them: PID 1
+/// ignores what it has no handler for, so a stop asked for while init
+/// still prepares the volumes would otherwise be lost. Children start
+/// with an empty mask (std resets it).
+pub fn hold_stop_signals() -> nix::Result<()> {
+    stop_signals().thread_block()
+}
+
 /// Runs the children until a signal stops them (or they cannot be kept
 /// running); returns the exit status for the whole container.
 pub async fn run(
@@ -137,6 +151,8 @@ pub async fn run(
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sigquit = signal(SignalKind::quit())?;
+    // What arrived while they were held is handled now.
+    stop_signals().thread_unblock()?;
     let (tx, mut rx) = mpsc::unbounded_channel();
     let mut sup = Supervisor {
         children: specs
