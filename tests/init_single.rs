@@ -13,19 +13,6 @@ use std::time::{Duration, Instant};
 use init_support::*;
 use nix::sys::signal::Signal;
 
-/// Waits for a writable primary; returns how long it took from start.
-fn writable_primary(node: &Node) -> Duration {
-    wait_for("a writable primary", Duration::from_secs(60), || {
-        (node.role().as_deref() == Some("primary"))
-            .then(|| {
-                node.psql("CREATE TABLE IF NOT EXISTS t (id int); INSERT INTO t VALUES (1)")
-                    .ok()
-            })
-            .flatten()
-    });
-    node.started.elapsed()
-}
-
 /// No child of `pid` stays a zombie: one seen twice, a second apart,
 /// was never reaped.
 fn assert_no_lasting_zombies(pid: i32) {

@@ -193,17 +193,6 @@ fn the_shim_takes_over_only_the_same_request() {
     assert!(!layout.spec.staging.exists());
 }
 
-fn writable(node: &Node) {
-    wait_for("a writable primary", Duration::from_secs(60), || {
-        (node.role().as_deref() == Some("primary"))
-            .then(|| {
-                node.psql("CREATE TABLE IF NOT EXISTS t (id int); INSERT INTO t VALUES (1)")
-                    .ok()
-            })
-            .flatten()
-    });
-}
-
 fn staging(node: &Node) -> PathBuf {
     node.dir.join("pgroot/.data.initdb-ahead")
 }
@@ -213,7 +202,7 @@ fn a_new_single_member_takes_over_initdb_run_ahead() {
     let _serial = serial();
     let scratch = Scratch::new("ahead-node");
     let mut node = Node::start(&scratch.path, NodeOptions::new("ahead", "127.0.0.2", None));
-    writable(&node);
+    writable_primary(&node);
     let log = node.log();
     assert!(log.contains("initdb runs ahead into"), "{}", tail(&log, 30));
     assert!(
@@ -243,7 +232,7 @@ fn a_new_single_member_takes_over_initdb_run_ahead() {
     node.signal(Signal::SIGTERM);
     assert_eq!(node.wait_exit(Duration::from_secs(45)).code(), Some(0));
     node.restart();
-    writable(&node);
+    writable_primary(&node);
     assert_eq!(node.log().matches("initdb runs ahead").count(), 1);
     assert_eq!(node.psql("SELECT count(*) FROM t").unwrap(), "2");
     // SIGINT (a terminal's ^C) is a clean stop too.
@@ -268,7 +257,7 @@ fn a_stop_during_the_run_ahead_leaves_nothing_and_the_next_start_works() {
     assert!(node.leftovers().is_empty(), "{:?}", node.leftovers());
 
     node.restart();
-    writable(&node);
+    writable_primary(&node);
     assert!(!staging(&node).exists());
     let data = fs::metadata(node.pgdata()).unwrap();
     assert_eq!(data.permissions().mode() & 0o777, 0o700);

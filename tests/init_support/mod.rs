@@ -491,6 +491,20 @@ pub fn wait_healthy(nodes: &[&Node], replicas: usize, within: Duration) -> Strin
     )
 }
 
+/// Waits for a writable primary (one more row in table t); returns how
+/// long it took from the node's start.
+pub fn writable_primary(node: &Node) -> Duration {
+    wait_for("a writable primary", Duration::from_secs(60), || {
+        (node.role().as_deref() == Some("primary"))
+            .then(|| {
+                node.psql("CREATE TABLE IF NOT EXISTS t (id int); INSERT INTO t VALUES (1)")
+                    .ok()
+            })
+            .flatten()
+    });
+    node.started.elapsed()
+}
+
 /// Waits until a node other than those in `not` is a running leader.
 pub fn wait_new_leader(nodes: &[&Node], not: &BTreeSet<String>, within: Duration) -> String {
     wait_for("a new leader", within, || {
