@@ -9,7 +9,8 @@ pub struct Credentials {
     pub password: String,
 }
 
-/// `PAM_OAUTH2`: `<https tokeninfo URL> <login field> [key=value ...]`.
+/// `PAM_OAUTH2`: `<https tokeninfo URL> <login field> [key=value ...]`,
+/// plus the module's options (see extensions/pam_oauth2/README.md).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PamOauth2 {
     pub arguments: String,
@@ -90,40 +91,26 @@ impl Auth {
     }
 }
 
+/// The auth line of the PAM service file up to the arguments, as
+/// image/templates/pam-postgresql.j2 writes it (for the length check).
+const PAM_AUTH_LINE: &str = "auth sufficient pam_oauth2.so ";
+
 impl PamOauth2 {
+    /// Checks the value with the module's own parser, on the arguments
+    /// libpam will pass it from the rendered line, so that configure
+    /// refuses exactly what the module would refuse at every login.
     fn parse(raw: &str) -> Result<Self, ConfigError> {
-        let words: Vec<&str> = raw.split_whitespace().collect();
-        if words.len() < 2 {
-            return Err(ConfigError::invalid(
-                "PAM_OAUTH2",
-                raw,
-                "expected '<https tokeninfo URL> <login field> [key=value ...]'",
-            ));
+        let arguments = raw.split_whitespace().collect::<Vec<_>>().join(" ");
+        let invalid = |reason: String| ConfigError::invalid("PAM_OAUTH2", raw, reason);
+        pam_oauth2::Config::parse_pam_arguments(&arguments).map_err(|e| invalid(e.to_string()))?;
+        let line = PAM_AUTH_LINE.len() + arguments.len();
+        if line > pam_oauth2::config::PAM_MAX_LINE {
+            return Err(invalid(format!(
+                "the PAM line would be {line} bytes; libpam reads at most {}",
+                pam_oauth2::config::PAM_MAX_LINE
+            )));
         }
-        let host = words[0]
-            .strip_prefix("https://")
-            .map(|rest| rest.split(['/', '?']).next().unwrap_or_default())
-            .unwrap_or_default();
-        if host.is_empty() {
-            return Err(ConfigError::invalid(
-                "PAM_OAUTH2",
-                raw,
-                "the tokeninfo URL must be https://",
-            ));
-        }
-        if let Some(bad) = words[2..]
-            .iter()
-            .find(|w| !w.contains('=') || w.starts_with('='))
-        {
-            return Err(ConfigError::invalid(
-                "PAM_OAUTH2",
-                raw,
-                format!("'{bad}' is not a key=value pair"),
-            ));
-        }
-        Ok(PamOauth2 {
-            arguments: words.join(" "),
-        })
+        Ok(PamOauth2 { arguments })
     }
 }
 
@@ -263,6 +250,11 @@ mod tests {
     fn pam_oauth2_rules() {
         let a = auth(|v| v.pam_oauth2 = Some(format!("  {PAM} "))).unwrap();
         assert_eq!(a.pam_oauth2.unwrap().arguments, PAM);
+        let a = auth(|v| v.pam_oauth2 = Some(format!("{PAM}\n debug\ttimeout=2"))).unwrap();
+        assert_eq!(
+            a.pam_oauth2.unwrap().arguments,
+            format!("{PAM} debug timeout=2")
+        );
         for bad in [
             "http://info.example.com/tokeninfo uid",
             "https://info.example.com/tokeninfo",
@@ -275,6 +267,44 @@ mod tests {
                 .to_string();
             assert!(err.starts_with(&format!("PAM_OAUTH2={bad}:")), "{err}");
         }
+    }
+
+    /// The module's own parser decides, on the arguments libpam will pass
+    /// it; its reason is the error's.
+    #[test]
+    fn pam_oauth2_is_checked_by_the_module() {
+        let url = "https://info.example.com/t?access_token=";
+        for (args, valid) in [
+            ("uid debug try_first_pass", true),
+            ("uid claim:timeout=30 authtok_type=token", true),
+            ("uid [realm=/all staff]", true),
+            ("uid=x", false),
+            ("uid timeout=0", false),
+            ("uid realm=/employees#x", false),
+            ("uid realm=/employees\\", false),
+        ] {
+            let line = format!("{url} {args}");
+            let module = pam_oauth2::Config::parse_pam_arguments(&line);
+            match auth(|v| v.pam_oauth2 = Some(line.clone())) {
+                Ok(_) => assert!(valid && module.is_ok(), "{line}: {module:?}"),
+                Err(e) => {
+                    assert!(!valid, "{line}: {e}");
+                    let reason = module.expect_err("the module refuses").to_string();
+                    assert_eq!(e.to_string(), format!("PAM_OAUTH2={line}: {reason}"));
+                }
+            }
+        }
+        // The rendered line "auth sufficient pam_oauth2.so <arguments>" may
+        // have up to 1023 bytes (30 + 55 + 938 here).
+        let padded = |n| format!("{url} uid claim:pad={}", "x".repeat(n));
+        assert!(auth(|v| v.pam_oauth2 = Some(padded(938))).is_ok());
+        let err = auth(|v| v.pam_oauth2 = Some(padded(939)))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.ends_with(": the PAM line would be 1024 bytes; libpam reads at most 1023"),
+            "{err}"
+        );
     }
 
     #[test]

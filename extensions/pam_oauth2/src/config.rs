@@ -21,6 +21,13 @@ const PAM_AUTHTOK_FLAGS: &[&str] = &["use_first_pass", "try_first_pass", "use_au
 /// the module's options (e.g. `claim:timeout=30`).
 pub const CLAIM_PREFIX: &str = "claim:";
 
+/// Longest pam.d line (newline excluded) that libpam before 1.6 reads
+/// whole: it reads lines with `fgets` into a 1024-byte buffer, so a longer
+/// line is cut there and its rest is read as a line of its own (Debian 12
+/// ships libpam 1.5.2). Whoever writes a line for this module should keep
+/// it within this length.
+pub const PAM_MAX_LINE: usize = 1023;
+
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ConfigError {
     #[error("expected at least two arguments: <tokeninfo URL> <login field>")]
@@ -45,6 +52,14 @@ pub enum ConfigError {
         value: String,
         reason: &'static str,
     },
+    #[error(
+        "'#' starts a comment in a PAM configuration line: libpam would drop the rest of the line"
+    )]
+    Comment,
+    #[error("a trailing '\\' would continue the PAM configuration line onto the next line")]
+    Continuation,
+    #[error("a line break or NUL would end the PAM configuration line early")]
+    LineBreak,
 }
 
 /// One `key=value` claim that the tokeninfo answer must carry.
@@ -156,10 +171,75 @@ impl Config {
         Ok(cfg)
     }
 
+    /// Parse the argument part of a pam.d line (what follows the module
+    /// path) into the arguments libpam passes the module
+    /// ([`pam_arguments`]), then check them with [`Config::parse`]. This is
+    /// how a tool that writes the line can refuse exactly what the module
+    /// would refuse at every login.
+    pub fn parse_pam_arguments(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(&pam_arguments(text)?)
+    }
+
     /// The tokeninfo URL for logging: scheme, host, port and path only;
     /// user info, query and fragment (which could hold secrets) are dropped.
     pub fn url_for_log(&self) -> String {
         url_for_log(&self.url)
+    }
+}
+
+/// The module arguments libpam makes of `text`, the argument part of one
+/// pam.d line, as Linux-PAM's `_pam_mkargv` splits it: words separated by
+/// spaces and tabs, except that a word starting with `[` runs to the next
+/// `]` (spaces included; `\]` stands for `]`, and whatever follows the
+/// `]` starts the next word).
+///
+/// Text that libpam would not pass on as written is an error: a `#` (libpam
+/// drops the rest of the line as a comment, even inside a URL or `[...]`),
+/// a trailing `\` (the line would continue onto the next one), and a line
+/// break or NUL. The length of the whole line is the writer's to check
+/// against [`PAM_MAX_LINE`].
+pub fn pam_arguments(text: &str) -> Result<Vec<String>, ConfigError> {
+    if text.contains(['\n', '\0']) {
+        return Err(ConfigError::LineBreak);
+    }
+    if text.contains('#') {
+        return Err(ConfigError::Comment);
+    }
+    if text.trim_end_matches([' ', '\t']).ends_with('\\') {
+        return Err(ConfigError::Continuation);
+    }
+    let delimiter = |b: u8| b == b' ' || b == b'\t';
+    let bytes = text.as_bytes();
+    let mut args = Vec::new();
+    let mut i = 0;
+    loop {
+        while i < bytes.len() && delimiter(bytes[i]) {
+            i += 1;
+        }
+        if i == bytes.len() {
+            return Ok(args);
+        }
+        let start = i;
+        if bytes[i] == b'[' {
+            i += 1;
+            let mut word = Vec::new();
+            while i < bytes.len() && bytes[i] != b']' {
+                if bytes[i] == b'\\' && bytes.get(i + 1) == Some(&b']') {
+                    i += 1;
+                }
+                word.push(bytes[i]);
+                i += 1;
+            }
+            // Past the closing ']', if there is one.
+            i = (i + 1).min(bytes.len());
+            // Only ASCII backslashes were left out: still UTF-8.
+            args.push(String::from_utf8_lossy(&word).into_owned());
+        } else {
+            while i < bytes.len() && !delimiter(bytes[i]) {
+                i += 1;
+            }
+            args.push(text[start..i].to_owned());
+        }
     }
 }
 
@@ -375,6 +455,48 @@ mod tests {
         assert!(matches!(
             Config::parse(&[URL, "uid", "cafile=relative.pem"]),
             Err(ConfigError::BadValue { .. })
+        ));
+    }
+
+    #[test]
+    fn pam_arguments_split_like_libpam() {
+        let split = |text: &str| pam_arguments(text).expect("splits");
+        assert_eq!(split("  a\tb  c "), ["a", "b", "c"]);
+        assert_eq!(split(""), Vec::<String>::new());
+        // A bracketed word keeps its spaces; "\]" is a literal ']'; the
+        // word ends at the first other ']' and the next one starts there.
+        assert_eq!(
+            split("u [realm=a  b] [x=\\]y]z [] [open"),
+            ["u", "realm=a  b", "x=]y", "z", "", "open"]
+        );
+        // A backslash elsewhere, and '[' inside a word, are plain text.
+        assert_eq!(split("a\\b c[d]"), ["a\\b", "c[d]"]);
+        assert_eq!(split("é ü=ß"), ["é", "ü=ß"]);
+
+        assert_eq!(pam_arguments("u realm=a#b"), Err(ConfigError::Comment));
+        assert_eq!(pam_arguments("u [realm=#]"), Err(ConfigError::Comment));
+        assert_eq!(pam_arguments("u realm=a\\"), Err(ConfigError::Continuation));
+        assert_eq!(
+            pam_arguments("u realm=a\\ \t"),
+            Err(ConfigError::Continuation)
+        );
+        assert_eq!(pam_arguments("u\nrealm=a"), Err(ConfigError::LineBreak));
+        assert_eq!(pam_arguments("u\0"), Err(ConfigError::LineBreak));
+    }
+
+    #[test]
+    fn parse_pam_arguments_is_parse_of_the_split() {
+        let c = Config::parse_pam_arguments(&format!("{URL} uid [realm=/all staff] debug"))
+            .expect("parses");
+        assert_eq!(c.claims[0].value, "/all staff");
+        assert!(c.debug);
+        assert_eq!(
+            Config::parse_pam_arguments(URL),
+            Err(ConfigError::TooFewArguments)
+        );
+        assert!(matches!(
+            Config::parse_pam_arguments(&format!("{URL} uid [realm=a b")),
+            Ok(c) if c.claims[0].value == "a b"
         ));
     }
 

@@ -1,13 +1,15 @@
 //! The HTTPS GET to the tokeninfo endpoint.
 //!
 //! A blocking `ureq` agent over `rustls` (ring), verified against the system
-//! CA store or a `cafile=`. No async runtime, no extra threads (ureq spawns a
+//! CA store (or the one `SSL_CERT_FILE`/`SSL_CERT_DIR` name) or a
+//! `cafile=`. No async runtime, no extra threads (ureq spawns a
 //! short-lived thread only to bound a DNS lookup by the connect timeout).
 //! Agents are cached per (cafile, timeouts) for [`AGENT_TTL`], so a
 //! long-lived process (pgbouncer) reuses parsed roots and keep-alive
 //! connections, and still picks up CA changes.
 
 use std::collections::HashMap;
+use std::ffi::OsStr;
 use std::io::Read;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -43,6 +45,8 @@ pub enum FetchError {
     CaFileEmpty(PathBuf),
     #[error("no CA certificates found in the system store")]
     NoSystemRoots,
+    #[error("no CA certificates found in SSL_CERT_FILE or SSL_CERT_DIR")]
+    NoEnvRoots,
     #[error("tokeninfo answered HTTP {0}")]
     Status(u16),
     #[error("tokeninfo answer is larger than {0} bytes")]
@@ -70,6 +74,7 @@ impl FetchError {
                 | FetchError::CaFileTooLarge(_)
                 | FetchError::CaFileEmpty(_)
                 | FetchError::NoSystemRoots
+                | FetchError::NoEnvRoots
         )
     }
 }
@@ -175,14 +180,28 @@ pub fn root_certs(cafile: Option<&Path>) -> Result<Vec<Certificate<'static>>, Fe
     }
 }
 
-/// The system CA store: the CA bundle file (`SSL_CERT_FILE`, else the
-/// distribution's bundle found by openssl-probe, e.g. Debian's
-/// /etc/ssl/certs/ca-certificates.crt) is read alone. It holds the same
-/// certificates as the hashed directory beside it, and reading one file
-/// instead of ~300 cuts a fresh backend's start-up from ~3 ms to a fraction
-/// of a millisecond. Without a usable bundle file, rustls-native-certs
-/// loads the store its usual way (`SSL_CERT_DIR`, the hashed directories).
+/// The system CA store, found as OpenSSL-style tools find it:
+///
+/// * If `SSL_CERT_FILE` or `SSL_CERT_DIR` names an existing file or
+///   directory, those are the store, as rustls-native-certs has it: the
+///   file's certificates plus those of every file in each directory of
+///   `SSL_CERT_DIR` (a `:`-separated list), and nothing else. A name that
+///   does not exist is ignored, as openssl-probe ignores it.
+/// * Otherwise the distribution's bundle file that openssl-probe finds
+///   (e.g. Debian's /etc/ssl/certs/ca-certificates.crt) is read alone. It
+///   holds the same certificates as the hashed directory beside it, and
+///   reading one file instead of ~300 cuts a fresh backend's start-up from
+///   ~3 ms to a fraction of a millisecond.
+/// * Without a usable bundle file, rustls-native-certs loads the store its
+///   usual way (the hashed directories).
 fn system_roots() -> Result<Vec<Certificate<'static>>, FetchError> {
+    let from_env = env_store(
+        std::env::var_os(ENV_CERT_FILE).as_deref(),
+        std::env::var_os(ENV_CERT_DIR).as_deref(),
+    );
+    if let Some((file, dirs)) = from_env {
+        return env_roots(file.as_deref(), &dirs);
+    }
     if let Some(bundle) = openssl_probe::probe().cert_file {
         if let Ok(certs) = load_cafile(&bundle) {
             return Ok(certs);
@@ -196,6 +215,57 @@ fn system_roots() -> Result<Vec<Certificate<'static>>, FetchError> {
         .collect();
     if certs.is_empty() {
         return Err(FetchError::NoSystemRoots);
+    }
+    Ok(certs)
+}
+
+/// The variables that name a CA bundle file and CA directories.
+const ENV_CERT_FILE: &str = "SSL_CERT_FILE";
+const ENV_CERT_DIR: &str = "SSL_CERT_DIR";
+
+/// The existing file and directories that `SSL_CERT_FILE` and
+/// `SSL_CERT_DIR` (given as `file` and `dir`) name, or `None` when they
+/// name nothing that exists.
+fn env_store(file: Option<&OsStr>, dir: Option<&OsStr>) -> Option<(Option<PathBuf>, Vec<PathBuf>)> {
+    let file = file
+        .filter(|f| !f.is_empty())
+        .map(PathBuf::from)
+        .filter(|f| f.exists());
+    let dirs: Vec<PathBuf> = dir
+        .map(|d| std::env::split_paths(d).filter(|p| p.is_dir()).collect())
+        .unwrap_or_default();
+    (file.is_some() || !dirs.is_empty()).then_some((file, dirs))
+}
+
+/// The certificates of `file` and of every regular file (symlinks
+/// followed, each file read once) in `dirs`, without duplicates. A file
+/// that cannot be read or holds no certificate is skipped, so a hashed
+/// directory's CRLs and stray files do no harm.
+fn env_roots(
+    file: Option<&Path>,
+    dirs: &[PathBuf],
+) -> Result<Vec<Certificate<'static>>, FetchError> {
+    use std::os::unix::fs::MetadataExt as _;
+    let mut seen = std::collections::HashSet::new();
+    let mut certs = Vec::new();
+    let files = file.map(Path::to_path_buf).into_iter().chain(
+        dirs.iter()
+            .filter_map(|dir| std::fs::read_dir(dir).ok())
+            .flatten()
+            .filter_map(|entry| entry.ok().map(|e| e.path())),
+    );
+    for path in files {
+        let Ok(meta) = std::fs::metadata(&path) else {
+            continue;
+        };
+        if meta.is_file() && seen.insert((meta.dev(), meta.ino())) {
+            certs.extend(load_cafile(&path).unwrap_or_default());
+        }
+    }
+    certs.sort_unstable_by(|a, b| a.der().cmp(b.der()));
+    certs.dedup_by(|a, b| a.der() == b.der());
+    if certs.is_empty() {
+        return Err(FetchError::NoEnvRoots);
     }
     Ok(certs)
 }
@@ -407,6 +477,7 @@ const HEX: &[u8; 16] = b"0123456789ABCDEF";
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::ffi::OsString;
 
     #[test]
     fn encodes_reserved() {
@@ -474,5 +545,45 @@ mod tests {
             load_cafile(&empty),
             Err(FetchError::CaFileEmpty(_))
         ));
+    }
+
+    #[test]
+    fn env_store_and_roots() {
+        assert_eq!(env_store(None, None), None);
+        assert_eq!(env_store(Some(OsStr::new("")), Some(OsStr::new(""))), None);
+        assert_eq!(
+            env_store(
+                Some(OsStr::new("/nonexistent/ca.pem")),
+                Some(OsStr::new("/nonexistent/a:/nonexistent/b"))
+            ),
+            None
+        );
+        let key = rcgen::KeyPair::generate().expect("key");
+        let ca = rcgen::CertificateParams::new(vec!["ca.example".to_string()])
+            .expect("params")
+            .self_signed(&key)
+            .expect("cert")
+            .pem();
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let a = tmp.path().join("a");
+        let b = tmp.path().join("b");
+        std::fs::create_dir(&a).expect("dir a");
+        std::fs::create_dir(&b).expect("dir b");
+        let file = a.join("ca.pem");
+        std::fs::write(&file, &ca).expect("CA");
+        std::fs::write(b.join("same-ca.crt"), &ca).expect("copy");
+        std::fs::write(b.join("junk"), [0xff, 0x00, 0x17]).expect("junk");
+        let dirs = OsString::from(format!("{}::{}", a.display(), b.display()));
+        let (f, d) = env_store(Some(file.as_os_str()), Some(&dirs)).expect("a store");
+        assert_eq!(f.as_deref(), Some(file.as_path()));
+        assert_eq!(d, vec![a.clone(), b.clone()]);
+        // The same certificate from three files is trusted once.
+        let roots = env_roots(f.as_deref(), &d).expect("roots");
+        assert_eq!(ders(&roots), ders(&pem_certificates(ca.as_bytes())));
+        // A store that exists but holds no certificate is a setup error.
+        let empty = tmp.path().join("empty");
+        std::fs::create_dir(&empty).expect("empty dir");
+        let err = env_roots(None, &[empty]).expect_err("no roots");
+        assert!(matches!(err, FetchError::NoEnvRoots) && err.is_setup());
     }
 }

@@ -8,7 +8,9 @@ mod support;
 
 use std::time::Duration;
 
-use support::{Ca, Reply, Server, Service, pamtester, syslog};
+use std::ffi::OsStr;
+
+use support::{Ca, Reply, Server, Service, pamtester, pamtester_with, syslog};
 
 const GOOD: &str =
     r#"{"uid":"alice","realm":"/employees","n":5,"scope":["uid"],"expires_in":3600}"#;
@@ -258,6 +260,42 @@ fn untrusted_certificate_is_denied() {
     // The handshakes failed; no request (and so no token) got through.
     assert!(f.server.tokens().is_empty(), "{:?}", f.server.events());
     assert_eq!(f.server.tls_errors().len(), 2, "{:?}", f.server.events());
+}
+
+/// Without cafile=, SSL_CERT_FILE and SSL_CERT_DIR name the trust store
+/// as they do for OpenSSL: a CA put only in such a directory (under a
+/// plain name, beside a stray file) is trusted, the two are read together,
+/// and a list of directories may name one that does not exist.
+#[test]
+fn ssl_cert_dir_and_file_name_the_trust_store() {
+    let f = fixture();
+    f.server.reply("tok-env", Reply::json(GOOD));
+    let svc = Service::new(
+        "required",
+        &format!("{} uid realm=/employees", f.server.url()),
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let certs = dir.path().join("certs");
+    std::fs::create_dir(&certs).expect("certs dir");
+    std::fs::copy(&f.cafile, certs.join("corporate-ca.pem")).expect("CA file");
+    std::fs::write(certs.join("README"), "not a certificate\n").expect("stray file");
+    let other = Ca::new("some other CA").write(dir.path(), "other.pem");
+    let list = format!("/nonexistent/certs:{}", certs.display());
+    for (env, trusted) in [
+        (vec![("SSL_CERT_DIR", certs.as_os_str())], true),
+        (vec![("SSL_CERT_DIR", OsStr::new(&list))], true),
+        (vec![("SSL_CERT_FILE", other.as_os_str())], false),
+        (
+            vec![
+                ("SSL_CERT_FILE", other.as_os_str()),
+                ("SSL_CERT_DIR", certs.as_os_str()),
+            ],
+            true,
+        ),
+    ] {
+        let out = pamtester_with(&svc, "alice", "tok-env", &["authenticate"], &env);
+        assert_eq!(out.ok, trusted, "{env:?}: {}", out.output);
+    }
 }
 
 #[test]

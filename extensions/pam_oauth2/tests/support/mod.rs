@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use std::ffi::{CStr, c_int, c_void};
+use std::ffi::{CStr, OsStr, c_int, c_void};
 
 use pam_oauth2::pam;
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
@@ -415,6 +415,18 @@ pub struct Outcome {
 
 /// `echo TOKEN | pamtester SERVICE USER op...`.
 pub fn pamtester(service: &Service, user: &str, token: &str, ops: &[&str]) -> Outcome {
+    pamtester_with(service, user, token, ops, &[])
+}
+
+/// `pamtester` with these variables set, and none of the caller's proxy
+/// or CA store variables.
+pub fn pamtester_with(
+    service: &Service,
+    user: &str,
+    token: &str,
+    ops: &[&str],
+    env: &[(&str, &OsStr)],
+) -> Outcome {
     let started = Instant::now();
     let mut cmd = Command::new("pamtester");
     cmd.arg(&service.name).arg(user).args(ops);
@@ -425,9 +437,12 @@ pub fn pamtester(service: &Service, user: &str, token: &str, ops: &[&str]) -> Ou
         "https_proxy",
         "HTTP_PROXY",
         "http_proxy",
+        "SSL_CERT_FILE",
+        "SSL_CERT_DIR",
     ] {
         cmd.env_remove(var);
     }
+    cmd.envs(env.iter().copied());
     let mut child = cmd
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
