@@ -276,6 +276,12 @@ fn a_container_without_configuration_is_a_single_node_cluster() {
         .expect("default_major");
     let version = node.sql("SHOW server_version_num").unwrap();
     assert!(version.starts_with(&default.to_string()), "{version}");
+    // A new member of its own cluster: initdb ran while Patroni started.
+    let logs = node.logs();
+    assert!(
+        logs.contains("spilo initdb: took over the cluster made ahead"),
+        "{logs}"
+    );
     if engine() == "podman" {
         // The image's HEALTHCHECK, run on demand.
         ok(&["healthcheck", "run", &node.name]);
