@@ -173,15 +173,28 @@ impl Container {
 
     /// Patroni's REST API, read from inside the container.
     fn api(&self, path: &str) -> Option<Value> {
+        self.api_over("http", path)
+    }
+
+    /// The same over `scheme` (https: the certificate is not checked).
+    fn api_over(&self, scheme: &str, path: &str) -> Option<Value> {
         let script = format!(
-            "import urllib.request, sys\ntry:\n    r = urllib.request.urlopen('http://127.0.0.1:8008{path}', timeout=5)\nexcept urllib.error.HTTPError as e:\n    r = e\nsys.stdout.write(r.read().decode())"
+            "import ssl, urllib.request, sys\ntry:\n    r = urllib.request.urlopen('{scheme}://127.0.0.1:8008{path}', timeout=5, context=ssl._create_unverified_context())\nexcept urllib.error.HTTPError as e:\n    r = e\nsys.stdout.write(r.read().decode())"
         );
         let out = self.exec(&["python3", "-c", &script]);
         serde_json::from_slice(&out.stdout).ok()
     }
 
+    /// The last 60 lines of its output.
     fn logs(&self) -> String {
-        let out = output(&["logs", "--tail", "60", &self.name]);
+        self.logs_with(&["--tail", "60"])
+    }
+
+    fn logs_with(&self, options: &[&str]) -> String {
+        let mut args = vec!["logs"];
+        args.extend_from_slice(options);
+        args.push(&self.name);
+        let out = output(&args);
         format!(
             "{}{}",
             String::from_utf8_lossy(&out.stdout),
@@ -277,7 +290,7 @@ fn a_container_without_configuration_is_a_single_node_cluster() {
     let version = node.sql("SHOW server_version_num").unwrap();
     assert!(version.starts_with(&default.to_string()), "{version}");
     // A new member of its own cluster: initdb ran while Patroni started.
-    let logs = node.logs();
+    let logs = node.logs_with(&[]);
     assert!(
         logs.contains("spilo initdb: took over the cluster made ahead"),
         "{logs}"
@@ -543,4 +556,41 @@ fn any_uid_with_a_read_only_root_filesystem() {
     assert!(who.starts_with("/home/postgres/pgdata"), "{who}");
     let uid = node.exec(&["id", "-u"]);
     assert_eq!(String::from_utf8_lossy(&uid.stdout).trim(), "1000321");
+}
+
+#[test]
+fn the_healthcheck_follows_the_rest_api_onto_tls() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (cert, key) = (dir.path().join("api.crt"), dir.path().join("api.key"));
+    let made = Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt"])
+        .args(["ec_paramgen_curve:prime256v1", "-nodes", "-days", "1"])
+        .args(["-subj", "/CN=localhost", "-keyout"])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("openssl");
+    assert!(made.status.success(), "openssl req");
+    let read = |p: &Path| std::fs::read_to_string(p).expect("PEM");
+    let env = [
+        format!("SSL_RESTAPI_CERTIFICATE={}", read(&cert)),
+        format!("SSL_RESTAPI_PRIVATE_KEY={}", read(&key)),
+    ];
+    let node = Container::run(image(), "apitls", &["-e", &env[0], "-e", &env[1]], &[]);
+    node.wait_ready(READY);
+    wait_for(
+        Duration::from_secs(60),
+        "Patroni over HTTPS",
+        || {
+            node.api_over("https", "/patroni")
+                .filter(|p| p["role"] == "primary")
+        },
+        || node.logs(),
+    );
+    assert!(node.api("/patroni").is_none(), "plain HTTP still answers");
+    if engine() == "podman" {
+        ok(&["healthcheck", "run", &node.name]);
+    }
 }
