@@ -15,9 +15,9 @@
 
 use std::ffi::OsString;
 use std::fs::{self, File};
-use std::io::{BufRead, BufReader, ErrorKind};
+use std::io::{BufRead, BufReader, ErrorKind, Write};
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
@@ -319,7 +319,14 @@ pub fn run(dir: &Path) -> ExitCode {
             });
         }
         if let Some(password) = &spec.password {
-            fs::write(&pwfile, password).map_err(|e| format!("{}: {e}", pwfile.display()))?;
+            fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&pwfile)
+                .and_then(|mut f| f.write_all(password.as_bytes()))
+                .map_err(|e| format!("{}: {e}", pwfile.display()))?;
             command.arg(format!("--pwfile={}", pwfile.display()));
         }
         // One syncfs below instead of initdb's fsync of every file: the
