@@ -5,16 +5,18 @@
 mod init_support;
 
 use std::fs;
-use std::io::{BufRead, BufReader};
 use std::os::unix::fs::{MetadataExt, PermissionsExt, chown};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::time::Duration;
 
 use init_support::*;
+use nix::fcntl::{Flock, FlockArg};
 use nix::sys::signal::Signal;
-use spilo::init::initdb_ahead::Spec;
+use nix::unistd::{Gid, Uid};
+use spilo::init::initdb_ahead::{Ahead, Request};
+use spilo::init::supervisor::{ChildSpec, Restart};
 
 fn postgres() -> (u32, u32) {
     let user = nix::unistd::User::from_name("postgres")
@@ -29,35 +31,52 @@ fn give_to_postgres(path: &Path) {
     chown(path, Some(uid), Some(gid)).expect("chown");
 }
 
-/// The files `spilo init` lays out for a run ahead, by hand: spec, lock
-/// and the shim link, in `<base>/ahead`, PGDATA `<base>/data`.
+/// A run ahead started by `Ahead::start`, as `spilo init` starts it, in
+/// `<base>/ahead`, for PGDATA `<base>/data`.
 struct Layout {
     dir: PathBuf,
-    spec: Spec,
+    request: Request,
 }
 
 impl Layout {
     fn new(base: &Path) -> Self {
-        let dir = base.join("ahead");
-        fs::create_dir_all(&dir).unwrap();
+        fs::create_dir_all(base).unwrap();
         give_to_postgres(base);
-        give_to_postgres(&dir);
-        let spec = Spec {
-            initdb: format!("{PG_BIN}/initdb").into(),
-            options: vec![
-                "--encoding=UTF8".into(),
-                "--locale=C.UTF-8".into(),
-                "--username=postgres".into(),
-            ],
+        let request = Request {
+            options: SAME.map(str::to_owned).to_vec(),
             password: Some("s3cret".into()),
             pgdata: base.join("data"),
             staging: base.join(".data.initdb-ahead"),
         };
-        fs::write(dir.join("spec.json"), serde_json::to_vec(&spec).unwrap()).unwrap();
-        fs::write(dir.join("lock"), "").unwrap();
-        give_to_postgres(&dir.join("lock"));
-        std::os::unix::fs::symlink(spilo(), dir.join("initdb")).unwrap();
-        Layout { dir, spec }
+        let ahead = Ahead {
+            dir: base.join("ahead"),
+            request: request.clone(),
+        };
+        let (uid, gid) = postgres();
+        let like = ChildSpec {
+            name: "patroni".into(),
+            program: "patroni".into(),
+            args: Vec::new(),
+            env: vec![("PATH".into(), "/usr/bin:/bin".into())],
+            user: Some((Uid::from_raw(uid), Gid::from_raw(gid))),
+            dir: "/".into(),
+            ready: None,
+            restart: Restart {
+                limit: 0,
+                first_delay: Duration::ZERO,
+                max_delay: Duration::ZERO,
+                stable_after: Duration::ZERO,
+            },
+            stop_stage: 0,
+            stop_signal: Signal::SIGTERM,
+        };
+        ahead
+            .start(spilo().as_ref(), format!("{PG_BIN}/initdb").as_ref(), &like)
+            .expect("start the run ahead");
+        Layout {
+            dir: ahead.dir,
+            request,
+        }
     }
 
     fn as_postgres(program: impl AsRef<std::ffi::OsStr>) -> Command {
@@ -67,22 +86,12 @@ impl Layout {
         command
     }
 
-    /// The runner to its end; it first says that it holds the lock.
+    /// Waits for the runner (it holds the lock until it is done).
     fn run_ahead(&self) {
-        let mut runner = Self::as_postgres(spilo())
-            .arg("initdb-ahead")
-            .arg(&self.dir)
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("runner");
-        let mut line = String::new();
-        BufReader::new(runner.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        assert_eq!(line, "locked\n");
-        assert!(runner.wait().unwrap().success());
+        let lock = fs::File::open(self.dir.join("lock")).expect("lock");
+        let _held = Flock::lock(lock, FlockArg::LockExclusive).expect("flock");
         assert_eq!(fs::read_to_string(self.dir.join("status")).unwrap(), "ok");
-        assert!(self.spec.staging.join("PG_VERSION").is_file());
+        assert!(self.request.staging.join("PG_VERSION").is_file());
         assert!(!self.dir.join("pwfile").exists(), "the password is removed");
     }
 
@@ -94,7 +103,7 @@ impl Layout {
         Self::as_postgres(self.dir.join("initdb"))
             .args(options)
             .arg(format!("--pwfile={}", pwfile.display()))
-            .arg(&self.spec.pgdata)
+            .arg(&self.request.pgdata)
             .output()
             .expect("shim")
     }
@@ -123,9 +132,9 @@ fn the_shim_takes_over_only_the_same_request() {
     let base = scratch.path.join("same");
     let layout = Layout::new(&base);
     layout.run_ahead();
-    let made = system_id(&layout.spec.staging);
-    fs::create_dir(&layout.spec.pgdata).unwrap();
-    give_to_postgres(&layout.spec.pgdata);
+    let made = system_id(&layout.request.staging);
+    fs::create_dir(&layout.request.pgdata).unwrap();
+    give_to_postgres(&layout.request.pgdata);
     let out = layout.shim(&SAME, "s3cret");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
@@ -133,9 +142,9 @@ fn the_shim_takes_over_only_the_same_request() {
         stderr.contains("took over the cluster made ahead"),
         "{stderr}"
     );
-    assert!(!layout.spec.staging.exists());
-    assert_eq!(system_id(&layout.spec.pgdata), made);
-    let mode = fs::metadata(&layout.spec.pgdata).unwrap().mode() & 0o777;
+    assert!(!layout.request.staging.exists());
+    assert_eq!(system_id(&layout.request.pgdata), made);
+    let mode = fs::metadata(&layout.request.pgdata).unwrap().mode() & 0o777;
     assert_eq!(mode, 0o700);
     // Used once: a second bootstrap gets the real initdb (which refuses
     // the now populated directory).
@@ -146,7 +155,7 @@ fn the_shim_takes_over_only_the_same_request() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert_eq!(system_id(&layout.spec.pgdata), made);
+    assert_eq!(system_id(&layout.request.pgdata), made);
 
     // Other options, or another password: the real initdb makes the
     // cluster Patroni asked for, and the run ahead is removed.
@@ -166,31 +175,31 @@ fn the_shim_takes_over_only_the_same_request() {
     ] {
         let layout = Layout::new(&scratch.path.join(case));
         layout.run_ahead();
-        let ahead = system_id(&layout.spec.staging);
+        let ahead = system_id(&layout.request.staging);
         let out = layout.shim(&options, password);
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(out.status.success(), "{case}: {stderr}");
         assert!(stderr.contains(why), "{case}: {stderr}");
         assert!(!stderr.contains(password), "{case}: the password leaked");
-        assert!(!layout.spec.staging.exists(), "{case}");
-        let made = system_id(&layout.spec.pgdata);
+        assert!(!layout.request.staging.exists(), "{case}");
+        let made = system_id(&layout.request.pgdata);
         assert!(!made.is_empty() && made != ahead, "{case}: {made} {ahead}");
     }
 
     // PGDATA filled meanwhile: never replaced; the real initdb refuses.
     let layout = Layout::new(&scratch.path.join("filled"));
     layout.run_ahead();
-    fs::create_dir(&layout.spec.pgdata).unwrap();
-    fs::write(layout.spec.pgdata.join("precious"), "data").unwrap();
+    fs::create_dir(&layout.request.pgdata).unwrap();
+    fs::write(layout.request.pgdata.join("precious"), "data").unwrap();
     let out = layout.shim(&SAME, "s3cret");
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("is not an empty directory any more"));
     assert_eq!(
-        fs::read_to_string(layout.spec.pgdata.join("precious")).unwrap(),
+        fs::read_to_string(layout.request.pgdata.join("precious")).unwrap(),
         "data"
     );
-    assert_eq!(fs::read_dir(&layout.spec.pgdata).unwrap().count(), 1);
-    assert!(!layout.spec.staging.exists());
+    assert_eq!(fs::read_dir(&layout.request.pgdata).unwrap().count(), 1);
+    assert!(!layout.request.staging.exists());
 }
 
 fn staging(node: &Node) -> PathBuf {

@@ -39,6 +39,13 @@ const RESTART: Restart = Restart {
     stable_after: Duration::from_secs(60),
 };
 
+/// Patroni's spec among the children (always there).
+pub fn patroni(specs: &[ChildSpec]) -> Option<&ChildSpec> {
+    specs.iter().find(|s| s.name == PATRONI)
+}
+
+const PATRONI: &str = "patroni";
+
 /// The directory the embedded etcd keeps its data in.
 pub fn etcd_data_dir(config: &Config) -> PathBuf {
     config.paths.rw_dir.join("etcd")
@@ -118,7 +125,7 @@ pub fn specs(
         specs.push(etcd);
     }
     specs.push(child(
-        "patroni",
+        PATRONI,
         &programs.patroni,
         vec![config.paths.patroni_config().display().to_string()],
         0,

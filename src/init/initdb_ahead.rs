@@ -39,11 +39,9 @@ const SHIM: &str = "initdb";
 /// bootstrap; the real initdb then gives the same error).
 const NOT_ALLOWED: [&str; 5] = ["pgdata", "nosync", "pwfile", "sync-only", "version"];
 
-/// What runs ahead, and what Patroni must ask for to take it over.
+/// What Patroni will ask initdb for, and where the run ahead goes.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Spec {
-    /// The real initdb.
-    pub initdb: PathBuf,
+pub struct Request {
     /// Patroni's options in Patroni's order, without `--pwfile`.
     pub options: Vec<String>,
     /// The superuser password Patroni writes to its pwfile.
@@ -53,11 +51,21 @@ pub struct Spec {
     pub staging: PathBuf,
 }
 
-/// A decided run ahead: its directory under RW_DIR and its spec.
+/// The run, as the runner and the shim read it from `spec.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Spec {
+    /// The real initdb, of the major that runs.
+    pub initdb: PathBuf,
+    #[serde(flatten)]
+    pub request: Request,
+}
+
+/// A decided run ahead: its directory under RW_DIR and the request. The
+/// initdb it runs is known only once a packed major is unpacked.
 #[derive(Debug, Clone)]
 pub struct Ahead {
     pub dir: PathBuf,
-    pub spec: Spec,
+    pub request: Request,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -69,6 +77,16 @@ pub enum AheadError {
         path: PathBuf,
         what: &'static str,
         source: std::io::Error,
+    },
+    #[error("{}: {source}", path.display())]
+    Spec {
+        path: PathBuf,
+        source: serde_json::Error,
+    },
+    #[error("{}: {status}", initdb.display())]
+    Initdb {
+        initdb: PathBuf,
+        status: std::process::ExitStatus,
     },
 }
 
@@ -141,8 +159,7 @@ pub fn decide(config: &Config, etcd_data: &Path) -> Option<Ahead> {
         .map(str::to_owned);
     Some(Ahead {
         dir: dir_for(config),
-        spec: Spec {
-            initdb: config.version.bin_dir.join("initdb"),
+        request: Request {
             options,
             password,
             pgdata: paths.pgdata.clone(),
@@ -226,15 +243,17 @@ impl Ahead {
     pub fn start(&self, program: &Path, initdb: &Path, like: &ChildSpec) -> Result<(), AheadError> {
         let spec = Spec {
             initdb: initdb.to_owned(),
-            ..self.spec.clone()
+            request: self.request.clone(),
         };
-        let spec_json = serde_json::to_vec_pretty(&spec).map_err(|e| {
-            io(&self.dir, "writing spec.json")(std::io::Error::new(ErrorKind::InvalidData, e))
+        let path = self.dir.join("spec.json");
+        let contents = serde_json::to_vec_pretty(&spec).map_err(|source| AheadError::Spec {
+            path: path.clone(),
+            source,
         })?;
         let outputs = [
             Output::File {
-                path: self.dir.join("spec.json"),
-                contents: spec_json,
+                path,
+                contents,
                 mode: 0o600,
                 redacted: None,
             },
@@ -276,7 +295,7 @@ impl Ahead {
         // PID 1 reaps it; std's handle is not waited on.
         drop(runner);
         if line.trim() == LOCKED {
-            info!("initdb runs ahead into {}", spec.staging.display());
+            info!("initdb runs ahead into {}", spec.request.staging.display());
         } else {
             warn!("initdb could not run ahead: Patroni runs it");
         }
@@ -286,29 +305,28 @@ impl Ahead {
 
 const LOCKED: &str = "locked";
 
-fn read_spec(dir: &Path) -> Result<Spec, String> {
+fn read_spec(dir: &Path) -> Result<Spec, AheadError> {
     let path = dir.join("spec.json");
-    let text = fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-    serde_json::from_slice(&text).map_err(|e| format!("{}: {e}", path.display()))
+    let text = fs::read(&path).map_err(io(&path, "read"))?;
+    serde_json::from_slice(&text).map_err(|source| AheadError::Spec { path, source })
 }
 
-fn lock(dir: &Path) -> Result<Flock<File>, String> {
+fn lock(dir: &Path) -> Result<Flock<File>, AheadError> {
     let path = dir.join("lock");
-    let file = File::open(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-    Flock::lock(file, FlockArg::LockExclusive)
-        .map_err(|(_, e)| format!("{}: flock: {e}", path.display()))
+    let file = File::open(&path).map_err(io(&path, "open"))?;
+    Flock::lock(file, FlockArg::LockExclusive).map_err(|(_, e)| io(&path, "flock")(e.into()))
 }
 
 /// `spilo initdb-ahead DIR`: takes the lock, says so on stdout, runs
 /// initdb into the staging directory and records its success.
 pub fn run(dir: &Path) -> ExitCode {
-    let result = (|| {
+    let result = (|| -> Result<(), AheadError> {
         let spec = read_spec(dir)?;
         let _lock = lock(dir)?;
         println!("{LOCKED}");
         let pwfile = dir.join("pwfile");
         let mut command = Command::new(&spec.initdb);
-        command.args(&spec.options).stdout(Stdio::null());
+        command.args(&spec.request.options).stdout(Stdio::null());
         // A stop signals us (init's orphans); initdb must hear of it too
         // and clean up after itself.
         // SAFETY: prctl is async-signal-safe and touches no memory.
@@ -318,7 +336,7 @@ pub fn run(dir: &Path) -> ExitCode {
                     .map_err(std::io::Error::from)
             });
         }
-        if let Some(password) = &spec.password {
+        if let Some(password) = &spec.request.password {
             fs::OpenOptions::new()
                 .write(true)
                 .create(true)
@@ -326,23 +344,24 @@ pub fn run(dir: &Path) -> ExitCode {
                 .mode(0o600)
                 .open(&pwfile)
                 .and_then(|mut f| f.write_all(password.as_bytes()))
-                .map_err(|e| format!("{}: {e}", pwfile.display()))?;
+                .map_err(io(&pwfile, "write"))?;
             command.arg(format!("--pwfile={}", pwfile.display()));
         }
         // One syncfs below instead of initdb's fsync of every file: the
         // same durability (PostgreSQL 17's --sync-method=syncfs), without
         // a thousand fsyncs queueing behind etcd's.
-        let status = command.arg("--no-sync").arg(&spec.staging).status();
+        let status = command.arg("--no-sync").arg(&spec.request.staging).status();
         let _ = fs::remove_file(&pwfile);
-        match status {
-            Ok(s) if s.success() => {
-                sync_file_system(&spec.staging)?;
-                fs::write(dir.join("status"), "ok")
-                    .map_err(|e| format!("{}: {e}", dir.join("status").display()))
-            }
-            Ok(s) => Err(format!("{} {s}", spec.initdb.display())),
-            Err(e) => Err(format!("{}: {e}", spec.initdb.display())),
+        let status = status.map_err(io(&spec.initdb, "run"))?;
+        if !status.success() {
+            return Err(AheadError::Initdb {
+                initdb: spec.initdb,
+                status,
+            });
         }
+        sync_file_system(&spec.request.staging)?;
+        let done = dir.join("status");
+        fs::write(&done, "ok").map_err(io(&done, "write"))
     })();
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -354,9 +373,9 @@ pub fn run(dir: &Path) -> ExitCode {
 }
 
 /// Flushes the file system holding `dir` to disk.
-fn sync_file_system(dir: &Path) -> Result<(), String> {
-    let handle = File::open(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    nix::unistd::syncfs(handle.as_raw_fd()).map_err(|e| format!("{}: syncfs: {e}", dir.display()))
+fn sync_file_system(dir: &Path) -> Result<(), AheadError> {
+    let handle = File::open(dir).map_err(io(dir, "open"))?;
+    nix::unistd::syncfs(handle.as_raw_fd()).map_err(|e| io(dir, "syncfs")(e.into()))
 }
 
 /// Whether this process is the shim (called as `initdb`).
@@ -377,11 +396,11 @@ pub fn shim(argv0: &Path, args: Vec<OsString>) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match take_over(dir, &spec, &args) {
+    match take_over(dir, &spec.request, &args) {
         Ok(()) => {
             eprintln!(
                 "spilo initdb: took over the cluster made ahead ({})",
-                spec.pgdata.display()
+                spec.request.pgdata.display()
             );
             ExitCode::SUCCESS
         }
@@ -396,44 +415,44 @@ pub fn shim(argv0: &Path, args: Vec<OsString>) -> ExitCode {
 
 /// Waits for the run, then moves it into place if it is what Patroni
 /// asks for; otherwise removes it and says why.
-fn take_over(dir: &Path, spec: &Spec, args: &[OsString]) -> Result<(), String> {
-    let _lock = lock(dir)?;
+fn take_over(dir: &Path, request: &Request, args: &[OsString]) -> Result<(), String> {
+    let _lock = lock(dir).map_err(|e| e.to_string())?;
     let status = dir.join("status");
     let ready = fs::read_to_string(&status).is_ok_and(|s| s == "ok");
     // Used once: a second bootstrap runs the real initdb.
     let _ = fs::remove_file(&status);
-    let result = matches(spec, args).and_then(|()| {
+    let result = matches(request, args).and_then(|()| {
         if !ready {
             return Err("no run ahead is ready (it failed, or was used)".into());
         }
-        if !replaceable(&spec.pgdata) {
+        if !replaceable(&request.pgdata) {
             return Err(format!(
                 "{} is not an empty directory any more",
-                spec.pgdata.display()
+                request.pgdata.display()
             ));
         }
-        fs::rename(&spec.staging, &spec.pgdata).map_err(|e| {
+        fs::rename(&request.staging, &request.pgdata).map_err(|e| {
             format!(
                 "{} -> {}: {e}",
-                spec.staging.display(),
-                spec.pgdata.display()
+                request.staging.display(),
+                request.pgdata.display()
             )
         })?;
         // The rename itself must survive a crash too.
-        match spec.pgdata.parent() {
-            Some(parent) => sync_file_system(parent),
+        match request.pgdata.parent() {
+            Some(parent) => sync_file_system(parent).map_err(|e| e.to_string()),
             None => Ok(()),
         }
     });
     if result.is_err() {
-        let _ = fs::remove_dir_all(&spec.staging);
+        let _ = fs::remove_dir_all(&request.staging);
     }
     result
 }
 
-/// Whether Patroni's arguments are the spec's: the same options in the
+/// Whether Patroni's arguments are the request's: the same options in the
 /// same order, the same data directory, a pwfile with the same password.
-fn matches(spec: &Spec, args: &[OsString]) -> Result<(), String> {
+fn matches(request: &Request, args: &[OsString]) -> Result<(), String> {
     let mut args: Vec<String> = args
         .iter()
         .map(|a| {
@@ -450,13 +469,13 @@ fn matches(spec: &Spec, args: &[OsString]) -> Result<(), String> {
     let password = pwfile
         .map(|f| fs::read_to_string(&f).map_err(|e| format!("{f}: {e}")))
         .transpose()?;
-    if Path::new(&pgdata) != spec.pgdata {
+    if Path::new(&pgdata) != request.pgdata {
         return Err(format!("asked for {pgdata}"));
     }
-    if args != spec.options {
+    if args != request.options {
         return Err(format!("asked for options {}", args.join(" ")));
     }
-    if password != spec.password {
+    if password != request.password {
         return Err("another superuser password".into());
     }
     Ok(())
@@ -501,9 +520,8 @@ mod tests {
         }
     }
 
-    fn spec(dir: &Path) -> Spec {
-        Spec {
-            initdb: "/usr/lib/postgresql/15/bin/initdb".into(),
+    fn request(dir: &Path) -> Request {
+        Request {
             options: vec!["--encoding=UTF8".into(), "--username=postgres".into()],
             password: Some("s3cret".into()),
             pgdata: dir.join("data"),
@@ -514,7 +532,7 @@ mod tests {
     #[test]
     fn only_the_same_request_matches() {
         let dir = tempfile::tempdir().unwrap();
-        let spec = spec(dir.path());
+        let request = request(dir.path());
         let pwfile = dir.path().join("pw");
         fs::write(&pwfile, "s3cret").unwrap();
         let args = |options: &[&str], pgdata: &Path| -> Vec<OsString> {
@@ -528,19 +546,19 @@ mod tests {
                 .collect()
         };
         let same = ["--encoding=UTF8", "--username=postgres"];
-        assert_eq!(matches(&spec, &args(&same, &spec.pgdata)), Ok(()));
+        assert_eq!(matches(&request, &args(&same, &request.pgdata)), Ok(()));
         let reordered = ["--username=postgres", "--encoding=UTF8"];
-        assert!(matches(&spec, &args(&reordered, &spec.pgdata)).is_err());
-        assert!(matches(&spec, &args(&same, &dir.path().join("other"))).is_err());
+        assert!(matches(&request, &args(&reordered, &request.pgdata)).is_err());
+        assert!(matches(&request, &args(&same, &dir.path().join("other"))).is_err());
         fs::write(&pwfile, "changed").unwrap();
-        let err = matches(&spec, &args(&same, &spec.pgdata)).unwrap_err();
+        let err = matches(&request, &args(&same, &request.pgdata)).unwrap_err();
         assert!(!err.contains("changed"), "the password is not printed");
         let without_pwfile: Vec<OsString> = same
             .iter()
             .map(OsString::from)
-            .chain([spec.pgdata.clone().into()])
+            .chain([request.pgdata.clone().into()])
             .collect();
-        assert!(matches(&spec, &without_pwfile).is_err());
+        assert!(matches(&request, &without_pwfile).is_err());
     }
 
     #[test]

@@ -133,7 +133,7 @@ pub fn run(env: &Env, options: &Options) -> Result<u8, InitError> {
     let specs = children::specs(&config, env, &account, &options.programs, &child_env);
     initdb_ahead::clear_stale(&config)?;
     files::write_all(&outputs, Owner::detect())?;
-    if let (Some(ahead), Some(patroni)) = (&ahead, specs.iter().find(|s| s.name == "patroni")) {
+    if let (Some(ahead), Some(patroni)) = (&ahead, children::patroni(&specs)) {
         // Before the supervisor, so that initdb overlaps etcd's and
         // Patroni's start-up; after every other write, so that an error
         // leaves no run behind.
