@@ -561,22 +561,10 @@ fn any_uid_with_a_read_only_root_filesystem() {
 #[test]
 fn the_healthcheck_follows_the_rest_api_onto_tls() {
     let _serial = serial();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let (cert, key) = (dir.path().join("api.crt"), dir.path().join("api.key"));
-    let made = Command::new("openssl")
-        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt"])
-        .args(["ec_paramgen_curve:prime256v1", "-nodes", "-days", "1"])
-        .args(["-subj", "/CN=localhost", "-keyout"])
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .output()
-        .expect("openssl");
-    assert!(made.status.success(), "openssl req");
-    let read = |p: &Path| std::fs::read_to_string(p).expect("PEM");
+    let pair = spilo::render::certificate::self_signed("localhost").expect("certificate");
     let env = [
-        format!("SSL_RESTAPI_CERTIFICATE={}", read(&cert)),
-        format!("SSL_RESTAPI_PRIVATE_KEY={}", read(&key)),
+        format!("SSL_RESTAPI_CERTIFICATE={}", pair.cert_pem),
+        format!("SSL_RESTAPI_PRIVATE_KEY={}", pair.key_pem),
     ];
     let node = Container::run(image(), "apitls", &["-e", &env[0], "-e", &env[1]], &[]);
     node.wait_ready(READY);

@@ -93,7 +93,7 @@ fn single_node_with_embedded_etcd_is_a_writable_primary_and_stops_cleanly() {
 
     // Patroni and PostgreSQL run as postgres, etcd too; init stays root.
     let log = node.log();
-    assert!(log.contains("etcd is ready"), "{}", tail(&log, 20));
+    node.assert_logged("etcd is ready");
     wait_for("post_init's report", Duration::from_secs(10), || {
         node.log()
             .contains("spilo hook post-init: roles ensured: admin, zalandos, cron_admin")
@@ -223,12 +223,7 @@ fn an_arbitrary_uid_runs_with_only_its_volumes_writable() {
     );
 
     // initdb ran ahead as the uid too (it needs the passwd entry below).
-    assert!(
-        node.log()
-            .contains("spilo initdb: took over the cluster made ahead"),
-        "{}",
-        tail(&node.log(), 30)
-    );
+    node.assert_logged("spilo initdb: took over the cluster made ahead");
 
     // nss_wrapper gave the uid a name; /etc/passwd was not touched.
     let passwd = fs::read_to_string(dir.join("run/nss/passwd")).expect("nss passwd");
@@ -461,12 +456,7 @@ fn a_packed_major_is_unpacked_under_rw_dir_and_run() {
     options.extra_env = vec![("SPILO_POSTGRES_ROOT".into(), root.display().to_string())];
     let mut node = Node::start(&scratch.path, options);
     writable_primary(&node);
-    let log = node.log();
-    assert!(
-        log.contains("PostgreSQL 15: unpacked in"),
-        "{}",
-        tail(&log, 20)
-    );
+    node.assert_logged("PostgreSQL 15: unpacked in");
     let postmaster = fs::read_to_string(node.pgdata().join("postmaster.pid")).unwrap();
     let exe = fs::read_link(format!("/proc/{}/exe", postmaster.lines().next().unwrap())).unwrap();
     let unpacked = node
@@ -537,39 +527,27 @@ fn a_renewed_certificate_is_served_after_a_reload_without_a_restart() {
 
     // A renewed pair, swapped in the way a secret update does: new files
     // renamed over the old ones.
-    let renewed = scratch.path.join("renewed");
-    fs::create_dir(&renewed).unwrap();
-    let ok = Command::new("openssl")
-        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt"])
-        .args(["ec_paramgen_curve:prime256v1", "-nodes", "-days", "1"])
-        .args(["-subj", "/CN=renewed", "-keyout"])
-        .arg(renewed.join("server.key"))
-        .arg("-out")
-        .arg(renewed.join("server.crt"))
-        .output()
-        .unwrap()
-        .status
-        .success();
-    assert!(ok, "openssl req");
+    let renewed = spilo::render::certificate::self_signed("renewed").expect("certificate");
     let (uid, gid) = {
         let meta = fs::metadata(certs.join("server.key")).unwrap();
         (meta.uid(), meta.gid())
     };
-    for name in ["server.key", "server.crt"] {
-        std::os::unix::fs::chown(renewed.join(name), Some(uid), Some(gid)).unwrap();
-        fs::set_permissions(renewed.join(name), fs::Permissions::from_mode(0o600)).unwrap();
-        fs::rename(renewed.join(name), certs.join(name)).unwrap();
+    for (name, pem) in [
+        ("server.key", &renewed.key_pem),
+        ("server.crt", &renewed.cert_pem),
+    ] {
+        let new = scratch.path.join(name);
+        fs::write(&new, pem).unwrap();
+        std::os::unix::fs::chown(&new, Some(uid), Some(gid)).unwrap();
+        fs::set_permissions(&new, fs::Permissions::from_mode(0o600)).unwrap();
+        fs::rename(&new, certs.join(name)).unwrap();
     }
     let wanted = fingerprint_of(&fs::read(certs.join("server.crt")).unwrap());
     assert_ne!(wanted, fingerprint_of(&first));
     wait_for("the renewed certificate", Duration::from_secs(30), || {
         (served_fingerprint("127.0.0.2") == wanted).then_some(())
     });
-    assert!(
-        node.log().contains("certificates: "),
-        "{}",
-        tail(&node.log(), 20)
-    );
+    node.assert_logged("certificates: ");
     assert_eq!(postmaster(), before, "the server was restarted");
     stop_cleanly(&mut node);
 }

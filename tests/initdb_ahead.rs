@@ -212,13 +212,8 @@ fn a_new_single_member_takes_over_initdb_run_ahead() {
     let scratch = Scratch::new("ahead-node");
     let mut node = Node::start(&scratch.path, NodeOptions::new("ahead", "127.0.0.2", None));
     writable_primary(&node);
-    let log = node.log();
-    assert!(log.contains("initdb runs ahead into"), "{}", tail(&log, 30));
-    assert!(
-        log.contains("spilo initdb: took over the cluster made ahead"),
-        "{}",
-        tail(&log, 30)
-    );
+    node.assert_logged("initdb runs ahead into");
+    node.assert_logged("spilo initdb: took over the cluster made ahead");
     assert!(!staging(&node).exists());
     // Patroni's options and superuser password are the cluster's.
     assert_eq!(node.psql("SHOW data_checksums").unwrap(), "on");
@@ -248,7 +243,7 @@ fn a_new_single_member_takes_over_initdb_run_ahead() {
     node.signal(Signal::SIGINT);
     let status = node.wait_exit(Duration::from_secs(45));
     assert_eq!(status.code(), Some(0), "{}", tail(&node.log(), 30));
-    assert!(node.log().contains("SIGINT received: stopping"));
+    node.assert_logged("SIGINT received: stopping");
     assert!(node.leftovers().is_empty(), "{:?}", node.leftovers());
 }
 

@@ -241,6 +241,17 @@ impl Node {
         fs::read_to_string(self.log_path()).unwrap_or_default()
     }
 
+    /// Asserts that a line of its log contains `needle`.
+    pub fn assert_logged(&self, needle: &str) {
+        let log = self.log();
+        assert!(
+            log.contains(needle),
+            "{}: no {needle:?} in the log:\n{}",
+            self.name,
+            tail(&log, 30)
+        );
+    }
+
     pub fn pid(&self) -> Option<i32> {
         self.child.as_ref().map(|c| c.id() as i32)
     }
