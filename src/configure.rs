@@ -23,7 +23,8 @@ pub enum ConfigureError {
 impl ConfigureError {
     pub fn exit_code(&self) -> u8 {
         match self {
-            ConfigureError::Config(_) | ConfigureError::Render(RenderError::Missing { .. }) => 2,
+            ConfigureError::Config(_) => 2,
+            ConfigureError::Render(e) if e.is_input() => 2,
             _ => 1,
         }
     }

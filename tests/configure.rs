@@ -497,27 +497,38 @@ fn pam_oauth2_configure_and_the_module_agree() {
 
     // libpam (before 1.6) cuts lines longer than 1023 bytes: the module
     // would get a truncated line and the rest would break the PAM stack.
-    let sandbox = Sandbox::new();
-    let long = format!(
-        "https://info.example.com/t?access_token= uid claim:pad={}",
-        "x".repeat(1000)
-    );
-    assert!(pam_oauth2::Config::parse_pam_arguments(&long).is_ok());
-    let env = vars(&[
-        ("HOSTNAME", "demo-0"),
-        ("POD_IP", "10.0.0.9"),
-        ("PAM_OAUTH2", &long),
-    ]);
-    let out = sandbox.run(&env, &["pam-oauth2"]);
-    let err = stderr(&out);
-    assert_eq!(out.status.code(), Some(2), "{err}");
-    let lines: Vec<&str> = err.lines().filter(|l| !l.contains("warning:")).collect();
-    assert!(
-        lines.len() == 1
-            && lines[0].starts_with("spilo: error: PAM_OAUTH2=https://")
-            && lines[0].ends_with(": the PAM line would be 1085 bytes; libpam reads at most 1023"),
-        "{err}"
-    );
+    // The auth line is "auth sufficient pam_oauth2.so " (30 bytes) and the
+    // arguments.
+    let padded = |line_length: usize| {
+        let head = "https://info.example.com/t?access_token= uid claim:pad=";
+        format!("{head}{}", "x".repeat(line_length - 30 - head.len()))
+    };
+    for (line_length, fits) in [(1023, true), (1024, false)] {
+        let sandbox = Sandbox::new();
+        let value = padded(line_length);
+        assert!(pam_oauth2::Config::parse_pam_arguments(&value).is_ok());
+        let env = vars(&[
+            ("HOSTNAME", "demo-0"),
+            ("POD_IP", "10.0.0.9"),
+            ("PAM_OAUTH2", &value),
+        ]);
+        let out = sandbox.run(&env, &["pam-oauth2"]);
+        let err = stderr(&out);
+        if fits {
+            let pam = std::fs::read_to_string(sandbox.rw().join("pam.d/postgresql")).unwrap();
+            assert!(pam.lines().any(|l| l.len() == 1023), "{pam}");
+            continue;
+        }
+        assert_eq!(out.status.code(), Some(2), "{err}");
+        let lines: Vec<&str> = err.lines().filter(|l| !l.contains("warning:")).collect();
+        assert_eq!(
+            lines,
+            [
+                "spilo: error: PAM_OAUTH2: the PAM line would be 1024 bytes; libpam reads at most 1023"
+            ]
+        );
+        assert!(!sandbox.rw().exists());
+    }
 }
 
 #[test]

@@ -69,8 +69,8 @@ impl InitError {
             InitError::Config(_)
             | InitError::Major(majors::MajorError::Config(_))
             | InitError::Account(_)
-            | InitError::Volume(_)
-            | InitError::Render(RenderError::Missing { .. }) => 2,
+            | InitError::Volume(_) => 2,
+            InitError::Render(e) if e.is_input() => 2,
             _ => 1,
         }
     }

@@ -28,6 +28,19 @@ pub enum RenderError {
         path: PathBuf,
         reason: &'static str,
     },
+    /// A variable whose value makes a file its reader cannot use.
+    #[error("{var}: {reason}")]
+    Unusable { var: &'static str, reason: String },
+}
+
+impl RenderError {
+    /// Bad input (exit status 2), as opposed to a failure of ours.
+    pub fn is_input(&self) -> bool {
+        matches!(
+            self,
+            RenderError::Missing { .. } | RenderError::Unusable { .. }
+        )
+    }
 }
 
 impl From<minijinja::Error> for RenderError {
@@ -191,6 +204,18 @@ fn tls_files(tls: &Tls, out: &mut Vec<Output>) {
 fn pam_files(config: &Config, out: &mut Vec<Output>) -> Result<(), RenderError> {
     if let Some(pam) = &config.auth.pam_oauth2 {
         let text = templates::render("pam-postgresql.j2", json!({ "arguments": pam.arguments }))?;
+        // libpam before 1.6 cuts longer lines and reads the rest as a line
+        // of its own: every login through the service would fail.
+        let max = pam_oauth2::config::PAM_MAX_LINE;
+        if let Some(line) = text.lines().find(|l| l.len() > max) {
+            return Err(RenderError::Unusable {
+                var: "PAM_OAUTH2",
+                reason: format!(
+                    "the PAM line would be {} bytes; libpam reads at most {max}",
+                    line.len()
+                ),
+            });
+        }
         out.push(Output::File {
             path: config.paths.pam_service(),
             contents: text.into_bytes(),
