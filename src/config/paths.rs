@@ -6,6 +6,13 @@ use std::path::{Path, PathBuf};
 use super::env::{Vars, set};
 use super::error::ConfigError;
 
+/// PGDATA under PGROOT by default: where Spilo keeps the cluster, so a
+/// Spilo volume is adopted as it is.
+const PGDATA_DIR: &str = "pgdata";
+
+/// Where spilo-rs before 0.2 put the cluster by default.
+const OLD_PGDATA_DIR: &str = "data";
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Paths {
     pub pghome: PathBuf,
@@ -23,7 +30,7 @@ impl Paths {
     pub fn from_vars(vars: &Vars) -> Result<Self, ConfigError> {
         let pghome = absolute("PGHOME", &vars.pghome, || "/home/postgres".into())?;
         let pgroot = absolute("PGROOT", &vars.pgroot, || pghome.join("pgdata/pgroot"))?;
-        let pgdata = absolute("PGDATA", &vars.pgdata, || pgroot.join("data"))?;
+        let pgdata = absolute("PGDATA", &vars.pgdata, || pgroot.join(PGDATA_DIR))?;
         let pglog = absolute("PGLOG", &vars.pglog, || pgroot.join("pg_log"))?;
         let pgwal = set(&vars.pgwal)
             .map(|_| absolute("PGWAL", &vars.pgwal, PathBuf::new))
@@ -52,6 +59,43 @@ impl Paths {
             wale_env_dir,
             log_env_dir,
         })
+    }
+
+    /// Refuses a PGDATA that cannot be the data directory (a file), and an
+    /// empty default PGDATA beside a cluster in the old default place: a
+    /// new cluster there would hide the user's data. `defaulted`: PGDATA
+    /// was not set.
+    pub fn check_data_directory(&self, defaulted: bool) -> Result<(), ConfigError> {
+        let shown = self.pgdata.display().to_string();
+        match std::fs::metadata(&self.pgdata) {
+            Ok(meta) if !meta.is_dir() => {
+                return Err(ConfigError::invalid(
+                    "PGDATA",
+                    &shown,
+                    "exists and is not a directory",
+                ));
+            }
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(ConfigError::Read {
+                    path: self.pgdata.clone(),
+                    source: e,
+                });
+            }
+            _ => {}
+        }
+        let old = self.pgroot.join(OLD_PGDATA_DIR);
+        if defaulted && !holds_cluster(&self.pgdata) && holds_cluster(&old) {
+            return Err(ConfigError::invalid(
+                "PGDATA",
+                &shown,
+                format!(
+                    "empty, but {} holds a PostgreSQL cluster (the old default place): move it to {shown} or set PGDATA={}; refusing to make a new cluster beside it",
+                    old.display(),
+                    old.display()
+                ),
+            ));
+        }
+        Ok(())
     }
 
     /// The Patroni configuration file.
@@ -97,6 +141,11 @@ impl Paths {
     }
 }
 
+/// A data directory (or what is left of one): it has PG_VERSION.
+fn holds_cluster(dir: &Path) -> bool {
+    dir.join("PG_VERSION").exists()
+}
+
 fn absolute(
     var: &str,
     value: &Option<String>,
@@ -117,7 +166,7 @@ mod tests {
     fn defaults_follow_the_contract() {
         let p = Paths::from_vars(&Vars::default()).unwrap();
         assert_eq!(p.pgroot, Path::new("/home/postgres/pgdata/pgroot"));
-        assert_eq!(p.pgdata, Path::new("/home/postgres/pgdata/pgroot/data"));
+        assert_eq!(p.pgdata, Path::new("/home/postgres/pgdata/pgroot/pgdata"));
         assert_eq!(p.pglog, Path::new("/home/postgres/pgdata/pgroot/pg_log"));
         assert_eq!(p.wale_env_dir, Path::new("/run/etc/wal-e.d/env"));
         assert_eq!(p.log_env_dir, Path::new("/run/etc/log.d/env"));
@@ -143,9 +192,55 @@ mod tests {
             ..Vars::default()
         };
         let p = Paths::from_vars(&vars).unwrap();
-        assert_eq!(p.pgdata, Path::new("/data/pg/data"));
+        assert_eq!(p.pgdata, Path::new("/data/pg/pgdata"));
         assert_eq!(p.wale_env_dir, Path::new("/tmp/rw/etc/wal-e.d/env"));
         assert_eq!(p.log_directory(), "/var/log/pg");
+    }
+
+    fn under(root: &Path) -> Paths {
+        Paths::from_vars(&Vars {
+            pgroot: Some(root.display().to_string()),
+            ..Vars::default()
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn a_cluster_in_the_old_default_place_is_never_hidden() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = under(dir.path());
+        p.check_data_directory(true).unwrap();
+        std::fs::create_dir_all(dir.path().join("data")).unwrap();
+        std::fs::write(dir.path().join("data/PG_VERSION"), "15\n").unwrap();
+        std::fs::create_dir_all(&p.pgdata).unwrap();
+        let err = p.check_data_directory(true).unwrap_err().to_string();
+        let old = dir.path().join("data").display().to_string();
+        assert!(
+            err.starts_with(&format!(
+                "PGDATA={}: empty, but {old} holds",
+                p.pgdata.display()
+            )),
+            "{err}"
+        );
+        // Set on purpose, or a cluster in PGDATA too: no doubt left.
+        p.check_data_directory(false).unwrap();
+        std::fs::write(p.pgdata.join("PG_VERSION"), "15\n").unwrap();
+        p.check_data_directory(true).unwrap();
+    }
+
+    #[test]
+    fn a_file_is_not_a_data_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = under(dir.path());
+        std::fs::write(&p.pgdata, "").unwrap();
+        let err = p.check_data_directory(false).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            format!(
+                "PGDATA={}: exists and is not a directory",
+                p.pgdata.display()
+            )
+        );
     }
 
     #[test]

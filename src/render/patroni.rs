@@ -137,6 +137,27 @@ mod tests {
         tree(&config).unwrap()
     }
 
+    #[test]
+    fn utility_statements_are_not_tracked_when_pg_stat_statements_is_loaded() {
+        let dir = tempfile::tempdir().unwrap();
+        let major = dir.path().join("majors/17");
+        std::fs::create_dir_all(major.join("bin")).unwrap();
+        std::fs::create_dir_all(major.join("lib")).unwrap();
+        let system = System {
+            postgres_root: dir.path().join("majors"),
+            ..System::default()
+        };
+        let env = Env::from_pairs(vec![("HOSTNAME", "node-0"), ("POD_IP", "10.0.0.5")]);
+        let parameters =
+            |config: &Config| tree(config).unwrap()["postgresql"]["parameters"].clone();
+        let without = parameters(&Config::build(&env, &system).unwrap());
+        assert!(without.get("pg_stat_statements.track_utility").is_none());
+        std::fs::write(major.join("lib/pg_stat_statements.so"), "").unwrap();
+        let with = parameters(&Config::build(&env, &system).unwrap());
+        assert_eq!(with["shared_preload_libraries"], "pg_stat_statements");
+        assert_eq!(with["pg_stat_statements.track_utility"], "off");
+    }
+
     fn options<'a>(tree: &'a Map<String, Value>, section: &str, key: &str) -> &'a Value {
         &tree[section][key]
     }
