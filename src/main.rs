@@ -76,14 +76,15 @@ enum Command {
 
 #[derive(Subcommand)]
 enum Hook {
-    /// bootstrap.post_init: create the roles after bootstrap.
+    /// bootstrap.post_init: the roles and the database helpers after bootstrap.
     PostInit {
         /// The spec `init` wrote.
         spec: PathBuf,
         /// The superuser connection string Patroni passes.
         connection: String,
     },
-    /// postgresql.callbacks.on_role_change: create the roles on promotion.
+    /// postgresql.callbacks (on_role_change; also on_start and on_stop when
+    /// it labels the pod): label the pod, create the roles on promotion.
     OnRoleChange {
         spec: PathBuf,
         action: String,
@@ -177,23 +178,28 @@ fn main() -> ExitCode {
         },
         Command::InitdbAhead { dir } => initdb_ahead::run(&dir),
         Command::Hook { hook } => {
-            let result = match hook {
-                Hook::PostInit { spec, connection } => hooks::read_spec(&spec).and_then(|s| {
-                    hooks::post_init(&s, &connection)?;
-                    Ok(Some(format!("post-init: {}", hooks::summary(&s))))
-                }),
-                Hook::OnRoleChange { spec, role, .. } => hooks::read_spec(&spec).and_then(|s| {
-                    let acted = hooks::on_role_change(&s, &role)?;
-                    Ok(acted.then(|| format!("on-role-change to {role}: {}", hooks::summary(&s))))
-                }),
+            let log = &mut |line: String| eprintln!("spilo hook {line}");
+            let (name, result) = match hook {
+                Hook::PostInit { spec, connection } => (
+                    "post-init".to_owned(),
+                    hooks::read_spec(&spec).and_then(|s| {
+                        hooks::post_init(&s, &connection)?;
+                        log(format!("post-init: {}", hooks::summary(&s)));
+                        Ok(())
+                    }),
+                ),
+                Hook::OnRoleChange {
+                    spec, action, role, ..
+                } => {
+                    let result = hooks::read_spec(&spec)
+                        .and_then(|s| hooks::callback(&s, &action, &role, log));
+                    (action, result)
+                }
             };
             match result {
-                Ok(line) => {
-                    line.iter().for_each(|l| eprintln!("spilo hook {l}"));
-                    ExitCode::SUCCESS
-                }
+                Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
-                    eprintln!("spilo hook: error: {e}");
+                    eprintln!("spilo hook {name}: error: {e}");
                     ExitCode::FAILURE
                 }
             }

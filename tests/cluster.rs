@@ -70,12 +70,7 @@ impl Cluster {
     fn assert_hooks_succeeded(&self) {
         for node in &self.nodes {
             let log = node.log();
-            assert!(
-                !log.contains("spilo hook: error"),
-                "{}: {}",
-                node.name,
-                tail(&log, 30)
-            );
+            assert!(!hook_failed(&log), "{}: {}", node.name, tail(&log, 30));
         }
     }
 }

@@ -167,7 +167,7 @@ fn single_node_with_embedded_etcd_is_a_writable_primary_and_stops_cleanly() {
     stop_cleanly(&mut node);
     // Patroni first, then the companions: pgbouncer, then etcd.
     let log = node.log();
-    assert!(!log.contains("spilo hook: error"), "{}", tail(&log, 30));
+    assert!(!hook_failed(&log), "{}", tail(&log, 30));
     let at = |needle: &str| {
         log.find(needle)
             .unwrap_or_else(|| panic!("{needle} not in log"))
@@ -320,7 +320,7 @@ fn a_data_directory_of_a_missing_major_is_refused_untouched() {
     let scratch = Scratch::new("major");
     let options = NodeOptions::new("old", "127.0.0.2", Some("127.0.0.1:1"));
     let dir = Node::dir_for(&scratch.path, "old");
-    let data = dir.join("pgroot/data");
+    let data = dir.join("pgroot/pgdata");
     fs::create_dir_all(data.join("base")).unwrap();
     fs::write(data.join("PG_VERSION"), "11\n").unwrap();
     fs::write(data.join("base/16384"), "precious").unwrap();
@@ -359,10 +359,10 @@ fn an_unwritable_data_volume_is_refused_untouched() {
     let stderr = run_init_expecting_failure(Node::env(&options, &dir), Some(uid));
     assert!(stderr.contains("PGDATA="), "{stderr}");
     assert!(stderr.contains("cannot create the directory"), "{stderr}");
-    assert!(!dir.join("pgroot/data").exists());
+    assert!(!dir.join("pgroot/pgdata").exists());
 
     // An existing data directory of another owner is not taken over.
-    let data = dir.join("pgroot/data");
+    let data = dir.join("pgroot/pgdata");
     fs::create_dir_all(&data).unwrap();
     fs::write(data.join("PG_VERSION"), "15\n").unwrap();
     fs::set_permissions(&data, fs::Permissions::from_mode(0o755)).unwrap();

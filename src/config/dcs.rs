@@ -5,6 +5,7 @@ use serde_json::{Map, Value, json};
 
 use super::env::{Env, Vars, parse_bool, set};
 use super::error::ConfigError;
+use super::kubernetes::{DEFAULT_LEADER_LABEL_VALUE, DEFAULT_ROLE_LABEL};
 
 /// The DCS sections Patroni knows, in the order Spilo prefers them after
 /// Kubernetes.
@@ -183,19 +184,22 @@ fn kubernetes(
             label_map("KUBERNETES_BOOTSTRAP_LABELS", raw)?,
         );
     }
-    // The operator waits for spilo-role=master; Patroni 4 says primary.
     for (key, value, default) in [
         ("scope_label", &vars.kubernetes_scope_label, "version"),
-        ("role_label", &vars.kubernetes_role_label, "spilo-role"),
+        (
+            "role_label",
+            &vars.kubernetes_role_label,
+            DEFAULT_ROLE_LABEL,
+        ),
         (
             "leader_label_value",
             &vars.kubernetes_leader_label_value,
-            "master",
+            DEFAULT_LEADER_LABEL_VALUE,
         ),
         (
             "standby_leader_label_value",
             &vars.kubernetes_standby_leader_label_value,
-            "master",
+            DEFAULT_LEADER_LABEL_VALUE,
         ),
     ] {
         block.insert(key.into(), json!(set(value).unwrap_or(default)));

@@ -91,6 +91,8 @@ pub struct Vars {
     pub pg_connect_address: Option<String>,
 
     pub kubernetes_service_host: Option<String>,
+    pub kubernetes_service_port: Option<String>,
+    pub spilo_service_account_dir: Option<String>,
     pub dcs_enable_kubernetes_api: Option<String>,
     pub kubernetes_labels: Option<String>,
     pub kubernetes_bootstrap_labels: Option<String>,

@@ -7,6 +7,7 @@ pub mod env;
 pub mod error;
 pub mod extras;
 pub mod identity;
+pub mod kubernetes;
 pub mod memory;
 pub mod merge;
 pub mod paths;
@@ -24,6 +25,7 @@ pub use env::Env;
 pub use error::ConfigError;
 pub use extras::Pgbouncer;
 pub use identity::{HostFacts, Identity, ThisHost};
+pub use kubernetes::Kubernetes;
 pub use memory::{MemoryProbe, Sizing};
 pub use paths::Paths;
 pub use ssl::Ssl;
@@ -68,7 +70,7 @@ pub struct Config {
     pub ssl: Ssl,
     pub sizing: Sizing,
     /// Running under Kubernetes (KUBERNETES_SERVICE_HOST set).
-    pub on_kubernetes: bool,
+    pub kubernetes: Option<Kubernetes>,
     pub initdb_locale: String,
     /// SPILO_CONFIGURATION, merged over the generated Patroni config.
     pub user: Map<String, Value>,
@@ -86,6 +88,7 @@ impl Config {
     pub fn build(env: &Env, system: &System) -> Result<Self, ConfigError> {
         let vars = env.vars()?;
         let paths = Paths::from_vars(&vars)?;
+        paths.check_data_directory(env::set(&vars.pgdata).is_none())?;
         let identity = Identity::from_vars(&vars, system.host)?;
         let (user_var, mut user) =
             merge::user_configuration(&vars)?.unwrap_or(("SPILO_CONFIGURATION", Map::new()));
@@ -108,8 +111,8 @@ impl Config {
         )?;
         let auth = Auth::from_vars(&vars)?;
         let ssl = Ssl::from_vars(&vars, &paths.certs_dir())?;
-        let on_kubernetes = env::set(&vars.kubernetes_service_host).is_some();
-        let sizing = memory::sizing(system.memory.memory_mib()?, on_kubernetes);
+        let kubernetes = Kubernetes::from_vars(&vars)?;
+        let sizing = memory::sizing(system.memory.memory_mib()?, kubernetes.is_some());
         let initdb_locale = env::set(&vars.initdb_locale).unwrap_or("en_US").to_owned();
         if !initdb_locale
             .chars()
@@ -178,7 +181,7 @@ impl Config {
             auth,
             ssl,
             sizing,
-            on_kubernetes,
+            kubernetes,
             initdb_locale,
             user,
             pgbouncer,

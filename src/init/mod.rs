@@ -10,6 +10,7 @@ pub mod initdb_ahead;
 pub mod logging;
 pub mod majors;
 pub mod nss;
+pub mod pod_labels;
 pub mod reaper;
 pub mod shm;
 pub mod supervisor;

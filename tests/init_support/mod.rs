@@ -261,7 +261,7 @@ impl Node {
     }
 
     pub fn pgdata(&self) -> PathBuf {
-        self.dir.join("pgroot/data")
+        self.dir.join("pgroot/pgdata")
     }
 
     /// GET /patroni of this node.
@@ -456,6 +456,13 @@ pub fn wait_for<T>(what: &str, within: Duration, mut f: impl FnMut() -> Option<T
         );
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+/// Whether a hook reported a failure in this log (`spilo hook <name>:
+/// error: ...`).
+pub fn hook_failed(log: &str) -> bool {
+    log.lines()
+        .any(|l| l.contains("spilo hook ") && l.contains(": error: "))
 }
 
 pub fn tail(text: &str, lines: usize) -> String {

@@ -1,19 +1,30 @@
-//! Patroni's hooks, run by Patroni as subcommands of this binary:
-//! `post_init` after bootstrap and `on_role_change` on promotion create
-//! the roles Patroni 4 no longer creates (admin, HUMAN_ROLE, cron_admin),
-//! idempotently. They talk to PostgreSQL through the major's own psql,
-//! as Spilo does: no client library to keep in step with the server.
+//! Patroni's hooks, run by Patroni as subcommands of this binary.
+//! `post_init` (after bootstrap) and `on_role_change` to primary (after
+//! every promotion) do for the database what Spilo's post-bootstrap does:
+//! the roles of the contract, each made or reset to its attributes, pg_cron
+//! shared among cron_admin's members, Spilo's helpers (user_management,
+//! metric_helpers, the csv log tables) in every database, and, on
+//! promotion, an analyze of every database that runs on its own. All of it
+//! idempotent: a second run changes nothing.
 
-use std::io::Write;
+mod analyze;
+mod facts;
+mod plan;
+mod psql;
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::ExitStatus;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
 use crate::config::{Config, merge};
 use crate::render::Output;
+
+use super::pod_labels;
+use facts::Facts;
+use psql::Psql;
 
 /// What the hooks need, written by `init` next to the Patroni config
 /// (mode 0600: it holds the admin password).
@@ -27,6 +38,9 @@ pub struct Spec {
     pub admin: String,
     pub admin_password: String,
     pub human_role: String,
+    /// Labels the pod on Kubernetes when the DCS is not Kubernetes.
+    #[serde(default)]
+    pub pod_labels: Option<pod_labels::Target>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -46,8 +60,23 @@ pub enum HookError {
         program: PathBuf,
         source: std::io::Error,
     },
-    #[error("psql failed ({0}); roles not created")]
-    Psql(String),
+    #[error("{}: {status} ({what})", program.display())]
+    Psql {
+        program: PathBuf,
+        what: String,
+        status: ExitStatus,
+    },
+    #[error("the server's facts: unexpected answer {answer:?}: {source}")]
+    Facts {
+        answer: String,
+        source: serde_json::Error,
+    },
+    #[error("still in recovery {0:?} after the promotion")]
+    InRecovery(Duration),
+    #[error(transparent)]
+    Label(#[from] pod_labels::LabelError),
+    #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
+    Steps(Vec<HookError>),
 }
 
 /// Patroni's callback role names for a primary (4.x says primary, older
@@ -70,6 +99,7 @@ pub fn install(config: &mut Config, program: &Path) -> Result<Output, serde_json
         admin: config.auth.admin.username.clone(),
         admin_password: config.auth.admin.password.clone(),
         human_role: config.auth.human_role.clone(),
+        pod_labels: pod_labels::Target::from_config(config),
     };
     let path = config.paths.rw_dir.join("hooks.json");
     let command = |hook: &str| {
@@ -79,9 +109,18 @@ pub fn install(config: &mut Config, program: &Path) -> Result<Output, serde_json
             shell_quote(&path.display().to_string())
         )
     };
+    // Labelling the pod, Spilo's role callback also runs on start and stop.
+    let actions: &[&str] = match spec.pod_labels {
+        Some(_) => &pod_labels::CALLBACKS,
+        None => &["on_role_change"],
+    };
+    let callbacks: Map<String, Value> = actions
+        .iter()
+        .map(|a| (a.to_string(), command("on-role-change").into()))
+        .collect();
     let mut ours = match json!({
         "bootstrap": { "post_init": command("post-init") },
-        "postgresql": { "callbacks": { "on_role_change": command("on-role-change") } },
+        "postgresql": { "callbacks": callbacks },
     }) {
         Value::Object(map) => map,
         _ => Map::new(),
@@ -107,123 +146,68 @@ pub fn read_spec(path: &Path) -> Result<Spec, HookError> {
     })
 }
 
-/// `post_init`: Patroni gives a connection string for the superuser.
+/// `post_init`: Patroni gives a connection string for the superuser. A
+/// failure fails the bootstrap, as Spilo's does.
 pub fn post_init(spec: &Spec, connection: &str) -> Result<(), HookError> {
-    psql(spec, &["-d", connection], &roles_sql(spec))
+    let psql = Psql::with_connection_string(spec, connection);
+    plan::apply(&psql, &Facts::read(&psql)?)
 }
 
-/// `on_role_change ACTION ROLE SCOPE`: on promotion, make sure the roles
-/// exist (a primary restored from a backup may lack them). Other roles
-/// have nothing to do.
+/// `on_role_change ACTION ROLE SCOPE`: on promotion the same as
+/// `post_init` (a primary restored from a backup, or someone, may have
+/// changed what it made), then the analyze. Other roles have nothing to do.
 pub fn on_role_change(spec: &Spec, role: &str) -> Result<bool, HookError> {
     if !PRIMARY_ROLES.contains(&role) {
         return Ok(false);
     }
-    let port = spec.port.to_string();
-    let socket = spec.socket_dir.display().to_string();
-    let args = [
-        "-h",
-        socket.as_str(),
-        "-p",
-        port.as_str(),
-        "-U",
-        spec.superuser.as_str(),
-        "-d",
-        "postgres",
-    ];
-    let sql = roles_sql(spec);
-    let started = Instant::now();
-    loop {
-        match psql(spec, &args, &sql) {
-            Ok(()) => return Ok(true),
-            // Just promoted: read-only for a moment.
-            Err(HookError::Psql(_)) if started.elapsed() < PROMOTION_WAIT => {
-                std::thread::sleep(Duration::from_secs(1))
+    let psql = Psql::socket(spec);
+    let facts = Facts::when_writable(&psql, PROMOTION_WAIT)?;
+    let applied = plan::apply(&psql, &facts);
+    // Started last, so that Patroni killing this hook for the next
+    // callback, which kills the hook's children, rarely catches it.
+    let started = analyze::start(spec);
+    applied.and(started).map(|()| true)
+}
+
+/// A Patroni callback (`on_start`, `on_stop`, `on_role_change`): the pod
+/// label first, since the database work may wait a minute and Patroni
+/// kills a callback when the next one comes; then, for a role change, the
+/// database work. `log` gets a line for each thing done; a label that
+/// could not be set fails the hook after the database work.
+pub fn callback(
+    spec: &Spec,
+    action: &str,
+    role: &str,
+    log: &mut dyn FnMut(String),
+) -> Result<(), HookError> {
+    let labelled = match &spec.pod_labels {
+        Some(target) => target
+            .apply(action, role)
+            .map(|line| log(format!("{action}: {line}"))),
+        None => Ok(()),
+    };
+    let database = if action == "on_role_change" {
+        on_role_change(spec, role).map(|acted| {
+            if acted {
+                log(format!("on-role-change to {role}: {}", summary(spec)));
             }
-            Err(e) => return Err(e),
-        }
+        })
+    } else {
+        Ok(())
+    };
+    match (labelled, database) {
+        (Ok(()), result) => result,
+        (Err(label), Ok(())) => Err(label.into()),
+        (Err(label), Err(db)) => Err(HookError::Steps(vec![label.into(), db])),
     }
 }
 
 /// The line a hook prints when it has done its work.
 pub fn summary(spec: &Spec) -> String {
     format!(
-        "roles ensured: {}, {}, cron_admin",
+        "roles ensured: {}, {}, cron_admin, robot_zmon; database helpers in every database",
         spec.admin, spec.human_role
     )
-}
-
-fn psql(spec: &Spec, args: &[&str], sql: &str) -> Result<(), HookError> {
-    let program = spec.bin_dir.join("psql");
-    let mut child = Command::new(&program)
-        .args(["-X", "-q", "-v", "ON_ERROR_STOP=1"])
-        .args(args)
-        .env("PGPASSFILE", &spec.pgpass)
-        .env("PGCONNECT_TIMEOUT", "5")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .map_err(|source| HookError::Run {
-            program: program.clone(),
-            source,
-        })?;
-    if let Some(mut stdin) = child.stdin.take() {
-        // A failure to write shows as psql's own error below.
-        let _ = stdin.write_all(sql.as_bytes());
-    }
-    let status = child.wait().map_err(|source| HookError::Run {
-        program: program.clone(),
-        source,
-    })?;
-    if status.success() {
-        Ok(())
-    } else {
-        Err(HookError::Psql(status.to_string()))
-    }
-}
-
-/// Creates each role when missing and sets its attributes either way.
-/// Statements are not logged (log_statement = ddl would log the
-/// password) and do not wait for a synchronous standby that may not
-/// exist yet.
-fn roles_sql(spec: &Spec) -> String {
-    let mut sql = String::from("SET log_statement = 'none';\nSET synchronous_commit = 'local';\n");
-    let roles = [
-        (
-            spec.admin.as_str(),
-            format!(
-                "NOLOGIN CREATEDB CREATEROLE PASSWORD {}",
-                literal(&spec.admin_password)
-            ),
-        ),
-        (spec.human_role.as_str(), "NOLOGIN".to_owned()),
-        ("cron_admin", "NOLOGIN".to_owned()),
-    ];
-    for (name, attributes) in roles {
-        let name_literal = literal(name);
-        sql.push_str(&format!(
-            "SELECT format('CREATE ROLE %I', {name_literal}) WHERE NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = {name_literal})\n\\gexec\n"
-        ));
-        sql.push_str(&format!(
-            "ALTER ROLE {} WITH {attributes};\n",
-            identifier(name)
-        ));
-    }
-    sql
-}
-
-/// A string literal that reads the same whatever standard_conforming_strings says.
-fn literal(s: &str) -> String {
-    let quoted = s.replace('\'', "''");
-    if s.contains('\\') {
-        format!("E'{}'", quoted.replace('\\', "\\\\"))
-    } else {
-        format!("'{quoted}'")
-    }
-}
-
-fn identifier(s: &str) -> String {
-    format!("\"{}\"", s.replace('"', "\"\""))
 }
 
 /// Quoting for Patroni, which splits commands with shlex.
@@ -252,25 +236,12 @@ mod tests {
             admin: "admin".into(),
             admin_password: "it's\\secret".into(),
             human_role: "zalandos".into(),
+            pod_labels: None,
         }
     }
 
     #[test]
-    fn roles_are_created_idempotently_and_quoted() {
-        let sql = roles_sql(&spec());
-        assert!(sql.starts_with("SET log_statement = 'none';"));
-        assert!(sql.contains("SELECT format('CREATE ROLE %I', 'admin') WHERE NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = 'admin')\n\\gexec\n"));
-        assert!(sql.contains(
-            "ALTER ROLE \"admin\" WITH NOLOGIN CREATEDB CREATEROLE PASSWORD E'it''s\\\\secret';"
-        ));
-        assert!(sql.contains("ALTER ROLE \"zalandos\" WITH NOLOGIN;"));
-        assert!(sql.contains("ALTER ROLE \"cron_admin\" WITH NOLOGIN;"));
-    }
-
-    #[test]
     fn quoting() {
-        assert_eq!(literal("a'b"), "'a''b'");
-        assert_eq!(identifier("we\"ird"), "\"we\"\"ird\"");
         assert_eq!(shell_quote("/usr/bin/spilo"), "/usr/bin/spilo");
         assert_eq!(shell_quote("/my dir/spilo"), "'/my dir/spilo'");
     }
@@ -279,6 +250,7 @@ mod tests {
     fn replicas_have_nothing_to_do() {
         assert!(!on_role_change(&spec(), "replica").unwrap());
         assert!(!on_role_change(&spec(), "demoted").unwrap());
+        assert!(!on_role_change(&spec(), "standby_leader").unwrap());
     }
 
     #[test]
@@ -289,5 +261,15 @@ mod tests {
         assert_eq!(read_spec(&path).unwrap(), spec());
         let err = read_spec(&dir.path().join("none")).unwrap_err().to_string();
         assert!(err.contains("none"), "{err}");
+    }
+
+    #[test]
+    fn failed_steps_are_reported_together() {
+        let failed = |what: &str| HookError::Run {
+            program: what.into(),
+            source: std::io::Error::from(std::io::ErrorKind::NotFound),
+        };
+        let err = HookError::Steps(vec![failed("a"), failed("b")]).to_string();
+        assert_eq!(err, "a: entity not found; b: entity not found");
     }
 }

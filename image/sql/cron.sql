@@ -1,0 +1,59 @@
+-- pg_cron, in the database its scheduler reads, set up so that the members
+-- of cron_admin see and manage each other's jobs and never a superuser's.
+-- Run only where the major ships pg_cron and the server preloads it.
+
+CREATE EXTENSION IF NOT EXISTS pg_cron SCHEMA pg_catalog;
+SELECT 'ALTER EXTENSION pg_cron UPDATE'
+  FROM pg_catalog.pg_available_extensions
+ WHERE name = 'pg_cron' AND installed_version <> default_version
+\gexec
+
+-- A row is visible (and, with the grants below, changeable) to its owner,
+-- and to any member of cron_admin when the owner is a member too and not a
+-- superuser. The owner is looked up instead of passed to pg_has_role by
+-- name, so that a job left behind by a dropped role fails nobody's query.
+ALTER POLICY cron_job_policy ON cron.job USING (
+    username = CURRENT_USER
+    OR (pg_catalog.pg_has_role(CURRENT_USER, 'cron_admin', 'MEMBER')
+        AND EXISTS (SELECT FROM pg_catalog.pg_roles AS owner
+                     WHERE owner.rolname = username
+                       AND NOT owner.rolsuper
+                       AND pg_catalog.pg_has_role(owner.oid, 'cron_admin', 'MEMBER'))));
+ALTER POLICY cron_job_run_details_policy ON cron.job_run_details USING (
+    username = CURRENT_USER
+    OR (pg_catalog.pg_has_role(CURRENT_USER, 'cron_admin', 'MEMBER')
+        AND EXISTS (SELECT FROM pg_catalog.pg_roles AS owner
+                     WHERE owner.rolname = username
+                       AND NOT owner.rolsuper
+                       AND pg_catalog.pg_has_role(owner.oid, 'cron_admin', 'MEMBER'))));
+
+-- Spilo's helper (same name and arguments): a job of the caller's that runs
+-- in another database, over the local socket. Not SECURITY DEFINER: the job
+-- must belong to the caller, who therefore needs to be able to log in.
+CREATE OR REPLACE FUNCTION cron.schedule_in_database(p_schedule text, p_database text, p_command text)
+RETURNS bigint
+LANGUAGE plpgsql
+SET search_path TO pg_catalog
+AS $body$
+DECLARE
+    new_job bigint;
+BEGIN
+    IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = CURRENT_USER AND rolcanlogin) THEN
+        RAISE EXCEPTION 'role "%" cannot log in, so pg_cron could not run its job', CURRENT_USER;
+    END IF;
+    new_job := cron.schedule(p_schedule, p_command);
+    UPDATE cron.job SET database = p_database, nodename = '' WHERE jobid = new_job;
+    RETURN new_job;
+END
+$body$;
+COMMENT ON FUNCTION cron.schedule_in_database(text, text, text) IS
+    'Schedules a job of the current user that runs in the given database; returns its id';
+
+-- Only cron_admin uses pg_cron. Its members may pause, reschedule, move and
+-- remove each other's jobs; the command stays its owner's to change.
+REVOKE ALL ON TABLE cron.job, cron.job_run_details FROM PUBLIC;
+GRANT SELECT, DELETE ON TABLE cron.job, cron.job_run_details TO cron_admin;
+GRANT UPDATE (schedule, active, database, nodename) ON TABLE cron.job TO cron_admin;
+REVOKE ALL ON ALL FUNCTIONS IN SCHEMA cron FROM PUBLIC;
+GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA cron TO cron_admin;
+GRANT USAGE ON SCHEMA cron TO cron_admin;

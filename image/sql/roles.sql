@@ -1,0 +1,32 @@
+-- The roles the operator and the helpers build on (the operator makes its
+-- users IN ROLE the human role and admin, its infrastructure roles IN ROLE
+-- robot_zmon), each created when missing and then given exactly its
+-- attributes, whatever someone changed since.
+-- psql variables: admin, admin_password, human_role.
+
+-- This script carries a password: nothing of it goes to the server log,
+-- an audit log or pg_stat_statements.
+SET log_statement = 'none';
+SET log_min_duration_statement = -1;
+SET log_min_error_statement = 'panic';
+SET pgaudit.log = 'none';
+SET pg_stat_statements.track_utility = off;
+
+SELECT DISTINCT pg_catalog.format('CREATE ROLE %I', name)
+  FROM pg_catalog.unnest(ARRAY[:'admin', 'cron_admin', :'human_role', 'robot_zmon']) AS name
+ WHERE NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = name)
+\gexec
+
+ALTER ROLE cron_admin WITH NOLOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS INHERIT;
+ALTER ROLE robot_zmon WITH NOLOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS INHERIT;
+ALTER ROLE :"human_role" WITH NOLOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS INHERIT;
+-- admin last: it keeps CREATEDB even if HUMAN_ROLE names it too.
+ALTER ROLE :"admin" WITH NOLOGIN NOSUPERUSER CREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS INHERIT;
+GRANT cron_admin TO :"admin";
+
+-- PGPASSWORD_ADMIN for an admin without a password; one it has is kept,
+-- so that a second run changes nothing (a new SCRAM salt each time would).
+SELECT pg_catalog.format('ALTER ROLE %I PASSWORD %L', rolname, :'admin_password')
+  FROM pg_catalog.pg_authid
+ WHERE rolname = :'admin' AND rolpassword IS NULL
+\gexec
