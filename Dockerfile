@@ -37,6 +37,7 @@ COPY Cargo.toml Cargo.lock ./
 COPY benches benches
 COPY extensions extensions
 COPY image/templates image/templates
+COPY image/sql image/sql
 COPY src src
 # Crates and build artefacts live in cache mounts, so a change to Rust code
 # recompiles only the workspace crates. The optional cacert secret is the
@@ -78,9 +79,12 @@ LABEL org.opencontainers.image.title="spilo-rs" \
       org.opencontainers.image.licenses="Apache-2.0" \
       org.opencontainers.image.base.name="${BASE}" \
       io.spilo.manifest="/usr/share/spilo/manifest.json"
+# PATRONICTL_CONFIG_FILE: patronictl without -c under any UID and HOME
+# (root's and postgres's homes also have the default path linked).
 ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
     LANG=en_US.UTF-8 \
-    PGHOME=/home/postgres
+    PGHOME=/home/postgres \
+    PATRONICTL_CONFIG_FILE=/home/postgres/postgres.yml
 WORKDIR /home/postgres
 EXPOSE 5432 8008 8080
 # Patroni's liveness: its REST API answers while its loop runs. Plain HTTP

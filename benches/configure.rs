@@ -12,7 +12,7 @@ use spilo::render::{self, Section};
 fn fixture_env(rw_dir: &Path) -> Env {
     let path = concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/../shared/fixtures/operator/basic.env"
+        "/tests/fixtures/operator/basic.env"
     );
     let text = std::fs::read_to_string(path).expect("the operator fixture is readable");
     let mut pairs: Vec<(String, String)> = Env::from_env_file(&text)

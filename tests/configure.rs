@@ -223,6 +223,8 @@ fn operator_fixtures_pass_patroni_validation_with_the_contract_values() {
                 .filter_map(Value::as_str)
                 .collect();
             assert_eq!(listed.join(","), hosts.replace('"', ""), "{name}");
+        }
+        if var("SPILO_CONFIGURATION").is_some_and(|c| c.contains("synchronous_mode: true")) {
             assert_eq!(get(&config, "bootstrap.dcs.synchronous_mode"), true);
             // ttl 10 is below Patroni's floor: raised, with a warning.
             assert_eq!(get(&config, "bootstrap.dcs.ttl"), 20);
@@ -592,7 +594,7 @@ fn given_certificates_are_written_and_kept() {
 #[test]
 fn the_data_directory_decides_the_major() {
     let sandbox = Sandbox::new();
-    let pgdata = sandbox.path("pgroot/data");
+    let pgdata = sandbox.path("pgroot/pgdata");
     std::fs::create_dir_all(&pgdata).expect("pgdata");
     std::fs::write(pgdata.join("PG_VERSION"), "15\n").expect("PG_VERSION");
     let out = sandbox.run(
@@ -781,9 +783,26 @@ const CATALOGUE: &[Bad] = &[
         "PGBOUNCER_AUTHENTICATION: given without PGBOUNCER_CONFIGURATION",
     ),
     Bad {
+        vars: &[],
+        prepare: Some(|s| {
+            let old = s.path("pgroot/data");
+            std::fs::create_dir_all(&old).expect("old pgdata");
+            std::fs::write(old.join("PG_VERSION"), "15\n").expect("PG_VERSION");
+        }),
+        message: "pgroot/pgdata: empty, but ",
+    },
+    Bad {
+        vars: &[],
+        prepare: Some(|s| {
+            std::fs::create_dir_all(s.path("pgroot")).expect("pgroot");
+            std::fs::write(s.path("pgroot/pgdata"), "").expect("a file");
+        }),
+        message: "pgroot/pgdata: exists and is not a directory",
+    },
+    Bad {
         vars: &[("PGVERSION", "17")],
         prepare: Some(|s| {
-            let pgdata = s.path("pgroot/data");
+            let pgdata = s.path("pgroot/pgdata");
             std::fs::create_dir_all(&pgdata).expect("pgdata");
             std::fs::write(pgdata.join("PG_VERSION"), "13\n").expect("PG_VERSION");
         }),

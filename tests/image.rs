@@ -4,276 +4,18 @@
 //! read-only root.
 //!
 //! A cold build takes about five minutes; the scenarios share one build
-//! and run one at a time. CONTAINER_ENGINE picks the engine (podman, default, or docker); CACERT a
-//! CA bundle passed as the build secret `cacert` (default: the host's, when
-//! present). The base image is made with debootstrap when missing.
+//! and run one at a time. The engine side (CONTAINER_ENGINE, CACERT, the
+//! build, containers and networks) is tests/image_support.
+
+mod image_support;
 
 use std::collections::BTreeMap;
-use std::path::Path;
-use std::process::{Command, Output};
-use std::sync::{Mutex, MutexGuard, OnceLock};
-use std::thread::sleep;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use serde_json::Value;
-
-const IMAGE: &str = "localhost/spilo-rs:test";
-const COMPRESSED: &str = "localhost/spilo-rs:test-compressed";
-const BASE: &str = "docker.io/library/debian:trixie-slim";
-/// The default major's client, used to reach every server.
-const PSQL: &str = "/usr/lib/postgresql/17/bin/psql";
-const SUPERUSER: &str = "host=127.0.0.1 user=postgres password=zalando dbname=postgres sslmode=require connect_timeout=5";
-
-/// One scenario at a time: they are heavy and share the engine.
-static SERIAL: Mutex<()> = Mutex::new(());
-
-fn serial() -> MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-fn engine() -> String {
-    std::env::var("CONTAINER_ENGINE").unwrap_or_else(|_| "podman".into())
-}
-
-/// The engine, with the project's podman settings unless the caller has
-/// their own.
-fn engine_command(program: &str) -> Command {
-    let mut cmd = Command::new(program);
-    if engine() == "podman" && std::env::var_os("CONTAINERS_CONF").is_none() {
-        cmd.env(
-            "CONTAINERS_CONF",
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/podman/containers.conf"),
-        );
-    }
-    cmd
-}
-
-/// An engine command bounded in time (runs, execs, inspections).
-fn cmd() -> Command {
-    let mut cmd = engine_command("timeout");
-    cmd.args(["--kill-after=10", "600", &engine()]);
-    cmd
-}
-
-fn output(args: &[&str]) -> Output {
-    cmd().args(args).output().expect("run the container engine")
-}
-
-/// Runs the engine; panics with its output on failure.
-fn ok(args: &[&str]) -> String {
-    let out = output(args);
-    assert!(
-        out.status.success(),
-        "{} {}: {}\n{}{}",
-        engine(),
-        args.join(" "),
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn exists(image: &str) -> bool {
-    output(&["image", "inspect", image]).status.success()
-}
-
-fn build(tag: &str, extra: &[&str]) -> Result<(), String> {
-    let root = env!("CARGO_MANIFEST_DIR");
-    if !exists(BASE) {
-        let status = engine_command(&format!("{root}/scripts/base-image.sh"))
-            .arg(BASE)
-            .status()
-            .map_err(|e| format!("scripts/base-image.sh: {e}"))?;
-        if !status.success() {
-            return Err(format!("scripts/base-image.sh: {status}"));
-        }
-    }
-    let mut args: Vec<String> = vec!["build".into(), "-t".into(), tag.into()];
-    if engine() == "podman" {
-        // HEALTHCHECK is part of the docker format only.
-        args.extend(["--format".into(), "docker".into()]);
-    }
-    let cacert =
-        std::env::var("CACERT").unwrap_or_else(|_| "/etc/ssl/certs/ca-certificates.crt".into());
-    if Path::new(&cacert).is_file() {
-        args.extend(["--secret".into(), format!("id=cacert,src={cacert}")]);
-    }
-    args.extend(extra.iter().map(|s| s.to_string()));
-    args.push(root.into());
-    let started = Instant::now();
-    // A cold build takes many minutes: bounded by the CI job, not here.
-    let status = engine_command(&engine())
-        .args(&args)
-        .status()
-        .map_err(|e| e.to_string())?;
-    eprintln!("built {tag} in {:.0}s", started.elapsed().as_secs_f64());
-    if status.success() {
-        Ok(())
-    } else {
-        Err(format!("{} {}: {status}", engine(), args.join(" ")))
-    }
-}
-
-fn image() -> &'static str {
-    static BUILT: OnceLock<Result<(), String>> = OnceLock::new();
-    BUILT
-        .get_or_init(|| build(IMAGE, &[]))
-        .as_ref()
-        .expect("build the image");
-    IMAGE
-}
-
-fn compressed_image() -> &'static str {
-    static BUILT: OnceLock<Result<(), String>> = OnceLock::new();
-    BUILT
-        .get_or_init(|| build(COMPRESSED, &["--build-arg", "COMPRESS=true"]))
-        .as_ref()
-        .expect("build the compressed image");
-    COMPRESSED
-}
-
-fn unique(what: &str) -> String {
-    static COUNT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-    let n = COUNT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    format!("spilo-test-{}-{what}-{n}", std::process::id())
-}
-
-/// A running container, removed when dropped (also when a test fails).
-struct Container {
-    name: String,
-}
-
-impl Container {
-    fn run(image: &str, what: &str, options: &[&str], args: &[&str]) -> Container {
-        let name = unique(what);
-        let mut all = vec!["run", "-d", "--name", &name, "--hostname", &name];
-        all.extend_from_slice(options);
-        all.push(image);
-        all.extend_from_slice(args);
-        let container = Container { name: name.clone() };
-        ok(&all);
-        container
-    }
-
-    fn exec(&self, args: &[&str]) -> Output {
-        let mut all = vec!["exec", &self.name];
-        all.extend_from_slice(args);
-        output(&all)
-    }
-
-    fn sql(&self, query: &str) -> Result<String, String> {
-        let out = self.exec(&[PSQL, SUPERUSER, "-v", "ON_ERROR_STOP=1", "-Atc", query]);
-        if out.status.success() {
-            Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
-        } else {
-            Err(String::from_utf8_lossy(&out.stderr).trim().to_owned())
-        }
-    }
-
-    /// Patroni's REST API, read from inside the container.
-    fn api(&self, path: &str) -> Option<Value> {
-        self.api_over("http", path)
-    }
-
-    /// The same over `scheme` (https: the certificate is not checked).
-    fn api_over(&self, scheme: &str, path: &str) -> Option<Value> {
-        let script = format!(
-            "import ssl, urllib.request, sys\ntry:\n    r = urllib.request.urlopen('{scheme}://127.0.0.1:8008{path}', timeout=5, context=ssl._create_unverified_context())\nexcept urllib.error.HTTPError as e:\n    r = e\nsys.stdout.write(r.read().decode())"
-        );
-        let out = self.exec(&["python3", "-c", &script]);
-        serde_json::from_slice(&out.stdout).ok()
-    }
-
-    /// The last 60 lines of its output.
-    fn logs(&self) -> String {
-        self.logs_with(&["--tail", "60"])
-    }
-
-    fn logs_with(&self, options: &[&str]) -> String {
-        let mut args = vec!["logs"];
-        args.extend_from_slice(options);
-        args.push(&self.name);
-        let out = output(&args);
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        )
-    }
-
-    fn running(&self) -> bool {
-        let out = output(&["inspect", "--format", "{{.State.Running}}", &self.name]);
-        String::from_utf8_lossy(&out.stdout).trim() == "true"
-    }
-
-    /// Waits until PostgreSQL answers as the superuser over TCP with SSL.
-    fn wait_ready(&self, limit: Duration) {
-        let started = Instant::now();
-        loop {
-            match self.sql("SELECT 1") {
-                Ok(one) if one == "1" => return,
-                result => {
-                    if started.elapsed() > limit || !self.running() {
-                        panic!(
-                            "{} not ready after {:.0}s (last: {result:?}); logs:\n{}",
-                            self.name,
-                            started.elapsed().as_secs_f64(),
-                            self.logs()
-                        );
-                    }
-                }
-            }
-            sleep(Duration::from_secs(2));
-        }
-    }
-}
-
-impl Drop for Container {
-    fn drop(&mut self) {
-        let _ = output(&["rm", "-f", &self.name]);
-    }
-}
-
-struct Network {
-    name: String,
-}
-
-impl Network {
-    fn create(subnet: &str) -> Network {
-        let name = unique("net");
-        ok(&["network", "create", "--subnet", subnet, &name]);
-        Network { name }
-    }
-}
-
-impl Drop for Network {
-    fn drop(&mut self) {
-        let _ = output(&["network", "rm", &self.name]);
-    }
-}
-
-fn manifest(image: &str) -> Value {
-    let text = ok(&[
-        "run",
-        "--rm",
-        "--entrypoint",
-        "/usr/local/bin/spilo",
-        image,
-        "manifest",
-    ]);
-    serde_json::from_str(&text).expect("the manifest is JSON")
-}
-
-fn majors(manifest: &Value) -> Vec<&Value> {
-    manifest["majors"]
-        .as_array()
-        .expect("majors")
-        .iter()
-        .collect()
-}
-
-const READY: Duration = Duration::from_secs(180);
+use image_support::{
+    Container, IMAGE, Network, READY, compressed_image, engine, image, majors, manifest, members,
+    ok, serial, wait_for,
+};
 
 #[test]
 fn a_container_without_configuration_is_a_single_node_cluster() {
@@ -381,45 +123,6 @@ fn every_major_creates_its_extensions() {
             node.sql("LOAD 'wal2json'")
                 .unwrap_or_else(|e| panic!("PostgreSQL {major}: wal2json: {e}"));
         }
-    }
-}
-
-/// Members of the cluster as one node's REST API sees them: name → (role, state).
-fn members(node: &Container) -> BTreeMap<String, (String, String)> {
-    let Some(cluster) = node.api("/cluster") else {
-        return BTreeMap::new();
-    };
-    cluster["members"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|m| {
-            (
-                m["name"].as_str().unwrap_or_default().to_owned(),
-                (
-                    m["role"].as_str().unwrap_or_default().to_owned(),
-                    m["state"].as_str().unwrap_or_default().to_owned(),
-                ),
-            )
-        })
-        .collect()
-}
-
-fn wait_for<T>(
-    limit: Duration,
-    what: &str,
-    mut check: impl FnMut() -> Option<T>,
-    last: impl Fn() -> String,
-) -> T {
-    let started = Instant::now();
-    loop {
-        if let Some(found) = check() {
-            return found;
-        }
-        if started.elapsed() > limit {
-            panic!("{what}: not within {}s; {}", limit.as_secs(), last());
-        }
-        sleep(Duration::from_secs(2));
     }
 }
 
@@ -556,6 +259,23 @@ fn any_uid_with_a_read_only_root_filesystem() {
     assert!(who.starts_with("/home/postgres/pgdata"), "{who}");
     let uid = node.exec(&["id", "-u"]);
     assert_eq!(String::from_utf8_lossy(&uid.stdout).trim(), "1000321");
+    // patronictl without -c and psql over the socket, as that UID (no
+    // passwd entry, no home of its own).
+    let list = node.exec(&["patronictl", "list", "-f", "json"]);
+    let rows: serde_json::Value = serde_json::from_slice(&list.stdout).unwrap_or_else(|e| {
+        panic!(
+            "patronictl list: {e}: {}",
+            String::from_utf8_lossy(&list.stderr)
+        )
+    });
+    assert_eq!(rows[0]["Role"], "Leader", "{rows}");
+    let one = node.exec(&["psql", "-U", "postgres", "-tAq", "-c", "SELECT 1"]);
+    assert_eq!(
+        String::from_utf8_lossy(&one.stdout).trim(),
+        "1",
+        "{}",
+        String::from_utf8_lossy(&one.stderr)
+    );
 }
 
 #[test]

@@ -1,6 +1,7 @@
-//! Shared helpers of the integration tests: the operator fixtures, a tree
-//! of installed majors made from the host's PostgreSQL, and the tools the
-//! tests run for real (tests/setup installs them).
+//! Shared helpers of the integration tests: the operator fixtures
+//! (tests/fixtures/operator), a tree of installed majors made from the
+//! host's PostgreSQL, and the tools the tests run for real (tests/setup
+//! installs them).
 
 #![allow(dead_code)] // each test binary uses its own subset
 
@@ -9,13 +10,15 @@ use std::path::{Path, PathBuf};
 /// The host's PostgreSQL major, installed by tests/setup.
 pub const HOST_MAJOR: u32 = 15;
 
-pub fn shared_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared")
+/// The environments of pods as the operator configures them, kept with
+/// the tests (`*.env`: one `NAME=value` a line, `#` comments).
+pub fn operator_fixture_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/operator")
 }
 
 /// Every operator fixture as (file name, variables).
 pub fn operator_fixtures() -> Vec<(String, Vec<(String, String)>)> {
-    let dir = shared_dir().join("fixtures/operator");
+    let dir = operator_fixture_dir();
     let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
         .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
         .map(|e| e.expect("directory entry").path())
@@ -23,24 +26,29 @@ pub fn operator_fixtures() -> Vec<(String, Vec<(String, String)>)> {
         .collect();
     files.sort();
     assert!(!files.is_empty(), "no fixtures in {}", dir.display());
-    files
-        .into_iter()
-        .map(|path| {
-            let text = std::fs::read_to_string(&path).expect("fixture is readable");
-            let env = spilo::config::Env::from_env_file(&text);
-            let name = path
-                .file_name()
-                .expect("file name")
-                .to_string_lossy()
-                .into_owned();
-            (
-                name,
-                env.iter()
-                    .map(|(k, v)| (k.to_owned(), v.to_owned()))
-                    .collect(),
-            )
-        })
-        .collect()
+    files.iter().map(|path| read_fixture(path)).collect()
+}
+
+/// One operator fixture by file name.
+pub fn operator_fixture(name: &str) -> Vec<(String, String)> {
+    read_fixture(&operator_fixture_dir().join(name)).1
+}
+
+fn read_fixture(path: &Path) -> (String, Vec<(String, String)>) {
+    let text =
+        std::fs::read_to_string(path).unwrap_or_else(|e| panic!("fixture {}: {e}", path.display()));
+    let env = spilo::config::Env::from_env_file(&text);
+    let name = path
+        .file_name()
+        .expect("file name")
+        .to_string_lossy()
+        .into_owned();
+    (
+        name,
+        env.iter()
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect(),
+    )
 }
 
 /// The host's binaries for `major`, where tests/setup installs them.

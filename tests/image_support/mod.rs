@@ -1,0 +1,345 @@
+//! The container engine side of the image tests, shared by every test file
+//! that runs the image: the engine command, the image built once per test
+//! binary through the Dockerfile, and containers and networks that remove
+//! themselves when dropped (also when a test fails).
+//!
+//! CONTAINER_ENGINE picks the engine (podman, default, or docker); CACERT
+//! a CA bundle passed as the build secret `cacert` (default: the host's,
+//! when present). The base image is made with debootstrap when missing.
+
+#![allow(dead_code)] // each test binary uses its own part
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::{Command, Output};
+use std::sync::{Mutex, MutexGuard, OnceLock};
+use std::thread::sleep;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+pub const IMAGE: &str = "localhost/spilo-rs:test";
+pub const COMPRESSED: &str = "localhost/spilo-rs:test-compressed";
+pub const BASE: &str = "docker.io/library/debian:trixie-slim";
+/// The default major's client, used to reach every server.
+pub const PSQL: &str = "/usr/lib/postgresql/17/bin/psql";
+pub const SUPERUSER: &str = "host=127.0.0.1 user=postgres password=zalando dbname=postgres sslmode=require connect_timeout=5";
+/// How long a new container may take to accept connections.
+pub const READY: Duration = Duration::from_secs(180);
+
+/// One scenario at a time: they are heavy and share the engine.
+pub fn serial() -> MutexGuard<'static, ()> {
+    static SERIAL: Mutex<()> = Mutex::new(());
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+pub fn engine() -> String {
+    std::env::var("CONTAINER_ENGINE").unwrap_or_else(|_| "podman".into())
+}
+
+/// The engine, with the project's podman settings unless the caller has
+/// their own.
+pub fn engine_command(program: &str) -> Command {
+    let mut cmd = Command::new(program);
+    if engine() == "podman" && std::env::var_os("CONTAINERS_CONF").is_none() {
+        cmd.env(
+            "CONTAINERS_CONF",
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/podman/containers.conf"),
+        );
+    }
+    cmd
+}
+
+/// An engine command bounded in time (runs, execs, inspections).
+pub fn cmd() -> Command {
+    let mut cmd = engine_command("timeout");
+    cmd.args(["--kill-after=10", "600", &engine()]);
+    cmd
+}
+
+pub fn output(args: &[&str]) -> Output {
+    cmd().args(args).output().expect("run the container engine")
+}
+
+/// Runs the engine; panics with its output on failure.
+pub fn ok(args: &[&str]) -> String {
+    let out = output(args);
+    assert!(
+        out.status.success(),
+        "{} {}: {}\n{}{}",
+        engine(),
+        args.join(" "),
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+pub fn exists(image: &str) -> bool {
+    output(&["image", "inspect", image]).status.success()
+}
+
+pub fn build(tag: &str, extra: &[&str]) -> Result<(), String> {
+    let root = env!("CARGO_MANIFEST_DIR");
+    if !exists(BASE) {
+        let status = engine_command(&format!("{root}/scripts/base-image.sh"))
+            .arg(BASE)
+            .status()
+            .map_err(|e| format!("scripts/base-image.sh: {e}"))?;
+        if !status.success() {
+            return Err(format!("scripts/base-image.sh: {status}"));
+        }
+    }
+    let mut args: Vec<String> = vec!["build".into(), "-t".into(), tag.into()];
+    if engine() == "podman" {
+        // HEALTHCHECK is part of the docker format only.
+        args.extend(["--format".into(), "docker".into()]);
+    }
+    let cacert =
+        std::env::var("CACERT").unwrap_or_else(|_| "/etc/ssl/certs/ca-certificates.crt".into());
+    if Path::new(&cacert).is_file() {
+        args.extend(["--secret".into(), format!("id=cacert,src={cacert}")]);
+    }
+    args.extend(extra.iter().map(|s| s.to_string()));
+    args.push(root.into());
+    let started = Instant::now();
+    // A cold build takes many minutes: bounded by the CI job, not here.
+    let status = engine_command(&engine())
+        .args(&args)
+        .status()
+        .map_err(|e| e.to_string())?;
+    eprintln!("built {tag} in {:.0}s", started.elapsed().as_secs_f64());
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("{} {}: {status}", engine(), args.join(" ")))
+    }
+}
+
+/// The image, built once per test binary (a no-op when cached).
+pub fn image() -> &'static str {
+    static BUILT: OnceLock<Result<(), String>> = OnceLock::new();
+    BUILT
+        .get_or_init(|| build(IMAGE, &[]))
+        .as_ref()
+        .expect("build the image");
+    IMAGE
+}
+
+pub fn compressed_image() -> &'static str {
+    static BUILT: OnceLock<Result<(), String>> = OnceLock::new();
+    BUILT
+        .get_or_init(|| build(COMPRESSED, &["--build-arg", "COMPRESS=true"]))
+        .as_ref()
+        .expect("build the compressed image");
+    COMPRESSED
+}
+
+/// A name no other test (or test process) uses.
+pub fn unique(what: &str) -> String {
+    static COUNT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = COUNT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("spilo-test-{}-{what}-{n}", std::process::id())
+}
+
+/// A running container, removed when dropped (also when a test fails).
+pub struct Container {
+    pub name: String,
+}
+
+impl Container {
+    /// Runs `image` detached, its host name the container's own name.
+    pub fn run(image: &str, what: &str, options: &[&str], args: &[&str]) -> Container {
+        let name = unique(what);
+        Container::run_as(image, &name, &name, options, args)
+    }
+
+    /// The same with a host name of the caller's (a pod's name).
+    pub fn run_with_hostname(
+        image: &str,
+        what: &str,
+        hostname: &str,
+        options: &[&str],
+        args: &[&str],
+    ) -> Container {
+        Container::run_as(image, &unique(what), hostname, options, args)
+    }
+
+    fn run_as(
+        image: &str,
+        name: &str,
+        hostname: &str,
+        options: &[&str],
+        args: &[&str],
+    ) -> Container {
+        let mut all = vec!["run", "-d", "--name", name, "--hostname", hostname];
+        all.extend_from_slice(options);
+        all.push(image);
+        all.extend_from_slice(args);
+        let container = Container {
+            name: name.to_owned(),
+        };
+        ok(&all);
+        container
+    }
+
+    pub fn exec(&self, args: &[&str]) -> Output {
+        let mut all = vec!["exec", &self.name];
+        all.extend_from_slice(args);
+        output(&all)
+    }
+
+    pub fn sql(&self, query: &str) -> Result<String, String> {
+        let out = self.exec(&[PSQL, SUPERUSER, "-v", "ON_ERROR_STOP=1", "-Atc", query]);
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).trim().to_owned())
+        }
+    }
+
+    /// Patroni's REST API, read from inside the container.
+    pub fn api(&self, path: &str) -> Option<Value> {
+        self.api_over("http", path)
+    }
+
+    /// The same over `scheme` (https: the certificate is not checked).
+    pub fn api_over(&self, scheme: &str, path: &str) -> Option<Value> {
+        let script = format!(
+            "import ssl, urllib.request, sys\ntry:\n    r = urllib.request.urlopen('{scheme}://127.0.0.1:8008{path}', timeout=5, context=ssl._create_unverified_context())\nexcept urllib.error.HTTPError as e:\n    r = e\nsys.stdout.write(r.read().decode())"
+        );
+        let out = self.exec(&["python3", "-c", &script]);
+        serde_json::from_slice(&out.stdout).ok()
+    }
+
+    /// The last 60 lines of its output.
+    pub fn logs(&self) -> String {
+        self.logs_with(&["--tail", "60"])
+    }
+
+    pub fn logs_with(&self, options: &[&str]) -> String {
+        let mut args = vec!["logs"];
+        args.extend_from_slice(options);
+        args.push(&self.name);
+        let out = output(&args);
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    }
+
+    pub fn running(&self) -> bool {
+        let out = output(&["inspect", "--format", "{{.State.Running}}", &self.name]);
+        String::from_utf8_lossy(&out.stdout).trim() == "true"
+    }
+
+    /// Waits until PostgreSQL answers as the superuser over TCP with SSL.
+    pub fn wait_ready(&self, limit: Duration) {
+        let started = Instant::now();
+        loop {
+            match self.sql("SELECT 1") {
+                Ok(one) if one == "1" => return,
+                result => {
+                    if started.elapsed() > limit || !self.running() {
+                        panic!(
+                            "{} not ready after {:.0}s (last: {result:?}); logs:\n{}",
+                            self.name,
+                            started.elapsed().as_secs_f64(),
+                            self.logs()
+                        );
+                    }
+                }
+            }
+            sleep(Duration::from_secs(2));
+        }
+    }
+}
+
+impl Drop for Container {
+    fn drop(&mut self) {
+        let _ = output(&["rm", "-f", &self.name]);
+    }
+}
+
+/// A network of the test's own, removed when dropped.
+pub struct Network {
+    pub name: String,
+}
+
+impl Network {
+    pub fn create(subnet: &str) -> Network {
+        let name = unique("net");
+        ok(&["network", "create", "--subnet", subnet, &name]);
+        Network { name }
+    }
+}
+
+impl Drop for Network {
+    fn drop(&mut self) {
+        let _ = output(&["network", "rm", &self.name]);
+    }
+}
+
+/// The image's own manifest (`spilo manifest`).
+pub fn manifest(image: &str) -> Value {
+    let text = ok(&[
+        "run",
+        "--rm",
+        "--entrypoint",
+        "/usr/local/bin/spilo",
+        image,
+        "manifest",
+    ]);
+    serde_json::from_str(&text).expect("the manifest is JSON")
+}
+
+pub fn majors(manifest: &Value) -> Vec<&Value> {
+    manifest["majors"]
+        .as_array()
+        .expect("majors")
+        .iter()
+        .collect()
+}
+
+/// Members of the cluster as one node's REST API sees them: name → (role, state).
+pub fn members(node: &Container) -> BTreeMap<String, (String, String)> {
+    let Some(cluster) = node.api("/cluster") else {
+        return BTreeMap::new();
+    };
+    cluster["members"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|m| {
+            (
+                m["name"].as_str().unwrap_or_default().to_owned(),
+                (
+                    m["role"].as_str().unwrap_or_default().to_owned(),
+                    m["state"].as_str().unwrap_or_default().to_owned(),
+                ),
+            )
+        })
+        .collect()
+}
+
+/// Polls `check` every 2 s until it gives a value; panics with `last()`
+/// after `limit`.
+pub fn wait_for<T>(
+    limit: Duration,
+    what: &str,
+    mut check: impl FnMut() -> Option<T>,
+    last: impl Fn() -> String,
+) -> T {
+    let started = Instant::now();
+    loop {
+        if let Some(found) = check() {
+            return found;
+        }
+        if started.elapsed() > limit {
+            panic!("{what}: not within {}s; {}", limit.as_secs(), last());
+        }
+        sleep(Duration::from_secs(2));
+    }
+}
