@@ -12,7 +12,7 @@ trap 'rm -rf "$work"' EXIT
 mkdir -p "$work/majors/17/bin"
 
 # The fixture's variables, exactly as the operator sets them.
-mapfile -t fixture < <(grep -v '^#' ../shared/fixtures/operator/basic.env | grep '=')
+mapfile -t fixture < <(grep -v '^#' tests/fixtures/operator/basic.env | grep '=')
 run() {
   env -i PATH="$PATH" "${fixture[@]}" RW_DIR="$work/rw" PGHOME="$work/home" \
     SPILO_POSTGRES_ROOT="$work/majors" "$bin" configure 2>/dev/null
