@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use init_support::{PG_BIN, Scratch, spilo, tail, wait_for};
+use init_support::{PG_BIN, Scratch, psql_as, spilo, tail, wait_for};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::{Pid, User, chown};
 use serde_json::json;
@@ -144,20 +144,7 @@ impl Server {
 
     /// SQL over the socket as `user` in `database`; rows as text.
     fn psql(&self, user: &str, database: &str, sql: &str) -> Result<String, String> {
-        let out = Command::new(Path::new(PG_BIN).join("psql"))
-            .args(["-X", "-A", "-t", "-q", "-v", "ON_ERROR_STOP=1", "-h"])
-            .arg(self.socket())
-            .args(["-p", &self.port.to_string(), "-U", user, "-d"])
-            .arg(dbname(database))
-            .args(["-c", sql])
-            .env("PGCONNECT_TIMEOUT", "5")
-            .output()
-            .map_err(|e| e.to_string())?;
-        if out.status.success() {
-            Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
-        } else {
-            Err(String::from_utf8_lossy(&out.stderr).trim().to_owned())
-        }
+        psql_as(&self.socket(), self.port, user, &dbname(database), sql)
     }
 
     /// SQL as the superuser in postgres, which must succeed.

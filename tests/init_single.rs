@@ -551,3 +551,47 @@ fn a_renewed_certificate_is_served_after_a_reload_without_a_restart() {
     assert_eq!(postmaster(), before, "the server was restarted");
     stop_cleanly(&mut node);
 }
+
+#[test]
+fn an_embedded_etcd_stopped_before_it_was_ready_starts_anew() {
+    let _serial = serial();
+    let scratch = Scratch::new("etcd-unready");
+    let dir = Node::dir_for(&scratch.path, "unready");
+    let data = dir.join("run/etcd");
+    fs::create_dir_all(&data).unwrap();
+    // A first start cut short: the member's configuration (here: a second
+    // member that never comes) is in its WAL, and no quorum can ever be.
+    let mut etcd = Command::new("/usr/bin/etcd")
+        .args(["--name", "spilo", "--data-dir"])
+        .arg(&data)
+        .args([
+            "--listen-client-urls=http://127.0.0.1:2379",
+            "--advertise-client-urls=http://127.0.0.1:2379",
+            "--listen-peer-urls=http://127.0.0.1:2380",
+            "--initial-advertise-peer-urls=http://127.0.0.1:2380",
+            "--initial-cluster=spilo=http://127.0.0.1:2380,gone=http://127.0.0.1:2390",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start etcd");
+    wait_for("etcd's member directory", Duration::from_secs(20), || {
+        data.join("member/wal").is_dir().then_some(())
+    });
+    etcd.kill().unwrap();
+    etcd.wait().unwrap();
+
+    let mut node = Node::start(
+        &scratch.path,
+        NodeOptions::new("unready", "127.0.0.2", None),
+    );
+    writable_primary(&node);
+    let removed = "removed the data of an embedded etcd that never became ready";
+    node.assert_logged(removed);
+    stop_cleanly(&mut node);
+    // Once ready, its data is kept.
+    node.restart();
+    writable_primary(&node);
+    assert_eq!(node.log().matches(removed).count(), 1);
+    stop_cleanly(&mut node);
+}

@@ -164,11 +164,15 @@ fn healthy(rows: &BTreeMap<String, Value>) -> Option<String> {
     (rows.len() == 3 && leaders.len() == 1 && streaming == 2).then(|| leaders[0].clone())
 }
 
-/// A pod of the cluster: its container, name (= host name = member) and IP.
+/// A pod of the cluster: its container, name (= host name = member), IP,
+/// its data volume (mounted where the operator mounts it) and what it was
+/// started with, to start it again on the same volume.
 struct Pod {
     node: Container,
     name: String,
     ip: String,
+    volume: PathBuf,
+    options: Vec<String>,
 }
 
 /// The cluster the operator would make: three pods, etcd, and a stand-in
@@ -272,17 +276,25 @@ impl Cluster {
                         _ => (k.clone(), v.clone()),
                     })
                     .collect();
+                let volume = files.path().join(format!("volume{i}"));
+                std::fs::create_dir_all(&volume).expect("pod volume");
                 let mut options = vec![
                     on_network.clone(),
                     format!("--ip={ip}"),
                     "-v".into(),
                     format!("{}:{SERVICE_ACCOUNT}:ro", account.display()),
+                    "-v".into(),
+                    format!("{}:{VOLUME}", volume.display()),
                 ];
                 options.extend(env_options(&env));
-                let options: Vec<&str> = options.iter().map(String::as_str).collect();
-                let node =
-                    Container::run_with_hostname(image, &format!("pod{i}"), &name, &options, &[]);
-                Pod { node, name, ip }
+                let node = start_pod(&name, &options);
+                Pod {
+                    node,
+                    name,
+                    ip,
+                    volume,
+                    options,
+                }
             })
             .collect();
         Cluster {
@@ -295,6 +307,21 @@ impl Cluster {
             role_label,
             _files: files,
         }
+    }
+
+    /// Stops a pod as Kubernetes does (SIGTERM, a grace period), runs
+    /// `while_stopped`, and starts a new one with the same name, address
+    /// and volume.
+    fn restart_pod_with(&mut self, name: &str, while_stopped: impl FnOnce()) {
+        let pod = self
+            .pods
+            .iter_mut()
+            .find(|p| p.name == name)
+            .unwrap_or_else(|| panic!("{name} is not one of the pods"));
+        image_support::ok(&["stop", "-t", "60", &pod.node.name]);
+        image_support::ok(&["rm", "-f", &pod.node.name]);
+        while_stopped();
+        pod.node = start_pod(&pod.name, &pod.options);
     }
 
     fn pod(&self, name: &str) -> &Pod {
@@ -488,7 +515,7 @@ fn the_operator_drives_a_three_pod_cluster() {
     let default_major = image_support::manifest(image())["default_major"]
         .as_u64()
         .expect("default_major");
-    let cluster = Cluster::start();
+    let mut cluster = Cluster::start();
     // Label mismatches are reported at the end, the rest runs regardless.
     let mut failures: Vec<String> = Vec::new();
 
@@ -499,6 +526,51 @@ fn the_operator_drives_a_three_pod_cluster() {
         &PATRONICTL_LIST,
         None,
     );
+
+    // What the hooks made after bootstrap, with the default major and its
+    // extensions, and no hook failed on any pod.
+    // (psql_in single-quotes the query: literals are dollar-quoted.)
+    let made = [
+        (
+            "template1",
+            "SELECT to_regproc($$user_management.create_user$$) IS NOT NULL",
+            "t",
+        ),
+        (
+            "postgres",
+            "SELECT count(*) >= 0 FROM metric_helpers.table_bloat",
+            "t",
+        ),
+        ("postgres", "SELECT count(*) >= 0 FROM postgres_log", "t"),
+        (
+            "postgres",
+            "SELECT extnamespace::regnamespace FROM pg_extension WHERE extname = $$pg_cron$$",
+            "pg_catalog",
+        ),
+        (
+            "postgres",
+            "SELECT pg_has_role($$admin$$, $$cron_admin$$, $$MEMBER$$) AND NOT rolcreaterole FROM pg_roles WHERE rolname = $$admin$$",
+            "t",
+        ),
+    ];
+    let first = &cluster.pod(&leader).node;
+    for (db, query, want) in made {
+        assert_eq!(
+            psql_in(first, db, query).as_deref(),
+            Ok(want),
+            "{db}: {query}"
+        );
+    }
+    for pod in &cluster.pods {
+        let logs = pod.node.logs_with(&[]);
+        assert!(
+            !logs
+                .lines()
+                .any(|l| l.contains("spilo hook ") && l.contains(": error: ")),
+            "{}: a hook failed:\n{logs}",
+            pod.name
+        );
+    }
 
     // psql as people run it in a pod, over the unix socket, the default
     // major's client.
@@ -704,7 +776,47 @@ fn the_operator_drives_a_three_pod_cluster() {
     ) {
         failures.push(e);
     }
+
+    // A replica's pod goes away and comes back on its volume while the
+    // leader writes: it streams again, from the same data directory.
+    let returning = leader.clone();
+    let candidate_name = candidate.name.clone();
+    let marker = cluster
+        .pod(&returning)
+        .volume
+        .join("pgroot/pgdata/spilo-volume-marker");
+    cluster.restart_pod_with(&returning, || {
+        std::fs::write(&marker, "kept only if the data directory is").expect("marker")
+    });
+    psql(
+        &cluster.pod(&candidate_name).node,
+        "INSERT INTO switched SELECT generate_series(101, 150)",
+    )
+    .unwrap();
+    cluster.wait_healthy(
+        Duration::from_secs(180),
+        "the restarted replica streams again",
+        &PATRONICTL_LIST[..1],
+        Some(&candidate_name),
+    );
+    cluster.wait_everywhere("SELECT count(*) FROM switched", "150");
+    assert!(
+        marker.exists(),
+        "{returning}: the data directory was rebuilt"
+    );
+    let logs = cluster.pod(&returning).node.logs_with(&[]);
+    for rebuilt in ["bootstrap from leader", "basebackup"] {
+        assert!(
+            !logs.contains(rebuilt),
+            "{returning}: {rebuilt:?} in\n{logs}"
+        );
+    }
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}
+
+fn start_pod(name: &str, options: &[String]) -> Container {
+    let options: Vec<&str> = options.iter().map(String::as_str).collect();
+    Container::run_with_hostname(image(), "pod", name, &options, &[])
 }
 
 /// A host directory laid out as Spilo leaves the operator's data volume:

@@ -51,6 +51,24 @@ pub fn etcd_data_dir(config: &Config) -> PathBuf {
     config.paths.rw_dir.join("etcd")
 }
 
+/// Made once the embedded etcd has answered (see [`Ready::Http`]).
+fn etcd_ready_mark(config: &Config) -> PathBuf {
+    config.paths.rw_dir.join("etcd.ready")
+}
+
+/// Removes the data of an embedded etcd that never answered: stopped
+/// during its first start, it may hold a member whose configuration was
+/// never committed, which then never elects itself. Without its data it
+/// starts as the new member it was. Returns whether there was such data.
+pub fn clear_unready_etcd(config: &Config) -> std::io::Result<bool> {
+    let (data, mark) = (etcd_data_dir(config), etcd_ready_mark(config));
+    if mark.exists() || !data.exists() {
+        return Ok(false);
+    }
+    std::fs::remove_dir_all(&data)?;
+    Ok(true)
+}
+
 /// The child specs in start order. `extra_env` is added to every child
 /// (nss_wrapper).
 pub fn specs(
@@ -120,6 +138,7 @@ pub fn specs(
                 addr,
                 path: "/health".into(),
                 within: Duration::from_secs(30),
+                mark: Some(etcd_ready_mark(config)),
             });
         }
         specs.push(etcd);

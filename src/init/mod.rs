@@ -100,6 +100,16 @@ pub fn run(env: &Env, options: &Options) -> Result<u8, InitError> {
     );
     let embedded_etcd = config.dcs.kind == crate::config::DcsKind::Embedded;
     let etcd_data = children::etcd_data_dir(&config);
+    if embedded_etcd {
+        match children::clear_unready_etcd(&config) {
+            Ok(true) => info!(
+                "{}: removed the data of an embedded etcd that never became ready",
+                etcd_data.display()
+            ),
+            Ok(false) => {}
+            Err(e) => warn!("{}: {e}", etcd_data.display()),
+        }
+    }
     let ahead = initdb_ahead::decide(&config, &etcd_data);
     let mut outputs = plan(&mut config, &options.hook_program, ahead.as_ref())?;
     let account = Account::resolve()?;

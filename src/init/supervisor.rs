@@ -54,6 +54,8 @@ pub enum Ready {
         addr: SocketAddr,
         path: String,
         within: Duration,
+        /// Made once it answered: from then on its state is worth keeping.
+        mark: Option<PathBuf>,
     },
 }
 
@@ -319,8 +321,19 @@ impl Supervisor {
         if ok {
             child.ready = true;
             info!("{} is ready", child.spec.name);
+            if let Some(Ready::Http {
+                mark: Some(mark), ..
+            }) = &child.spec.ready
+            {
+                if let Err(e) = std::fs::write(mark, b"") {
+                    warn!("{}: {e}", mark.display());
+                }
+            }
             self.start_next();
-        } else if let Some(Ready::Http { addr, path, within }) = &child.spec.ready {
+        } else if let Some(Ready::Http {
+            addr, path, within, ..
+        }) = &child.spec.ready
+        {
             error!(
                 "{} did not answer http://{addr}{path} within {within:?}",
                 child.spec.name
@@ -525,7 +538,9 @@ fn forward(name: Arc<str>, fd: OwnedFd) -> Option<JoinHandle<()>> {
 }
 
 async fn wait_ready(ready: &Ready) -> bool {
-    let Ready::Http { addr, path, within } = ready;
+    let Ready::Http {
+        addr, path, within, ..
+    } = ready;
     let deadline = Instant::now() + *within;
     while Instant::now() < deadline {
         if http_ok(*addr, path).await {

@@ -354,11 +354,32 @@ pub fn send(pid: i32, signal: Signal) {
 }
 
 pub fn psql_at(socket_dir: &Path, sql: &str) -> Result<String, String> {
+    psql_as(socket_dir, 5432, "postgres", "postgres", sql)
+}
+
+/// SQL over the socket as `user`; `database` is a name or a connection
+/// string. Rows as text, quiet.
+pub fn psql_as(
+    socket_dir: &Path,
+    port: u16,
+    user: &str,
+    database: &str,
+    sql: &str,
+) -> Result<String, String> {
     let out = Command::new(format!("{PG_BIN}/psql"))
-        .args(["-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-h"])
+        .args(["-X", "-A", "-t", "-q", "-v", "ON_ERROR_STOP=1", "-h"])
         .arg(socket_dir)
-        .args(["-p", "5432", "-U", "postgres", "-d", "postgres", "-c", sql])
-        .env("PGCONNECT_TIMEOUT", "3")
+        .args([
+            "-p",
+            &port.to_string(),
+            "-U",
+            user,
+            "-d",
+            database,
+            "-c",
+            sql,
+        ])
+        .env("PGCONNECT_TIMEOUT", "5")
         .output()
         .map_err(|e| e.to_string())?;
     if out.status.success() {
