@@ -184,6 +184,7 @@ struct Cluster {
     api: Container,
     _network: Network,
     token: String,
+    scope: String,
     namespace: String,
     role_label: String,
     _files: tempfile::TempDir,
@@ -303,6 +304,7 @@ impl Cluster {
             api,
             _network: network,
             token,
+            scope,
             namespace,
             role_label,
             _files: files,
@@ -393,6 +395,27 @@ impl Cluster {
         let bearer = format!("Bearer {}", self.token);
         let check = || -> Result<(), String> {
             let requests = self.requests();
+            // The leader points the primary service's Endpoints at itself.
+            if let Some((leader, _)) = expected.iter().find(|(_, v)| **v == "master") {
+                let path = format!(
+                    "/api/v1/namespaces/{}/endpoints/{}",
+                    self.namespace, self.scope
+                );
+                let last = requests
+                    .iter()
+                    .rfind(|r| r["path"] == path)
+                    .ok_or_else(|| format!("no request for {path}"))?;
+                let body: Value = serde_json::from_str(last["body"].as_str().unwrap_or_default())
+                    .map_err(|e| format!("{path}: body {}: {e}", last["body"]))?;
+                let ip = &self.pod(leader).ip;
+                if last["method"] != "PATCH"
+                    || last["headers"]["authorization"] != bearer.as_str()
+                    || body["subsets"][0]["addresses"] != json!([{ "ip": ip }])
+                    || body["subsets"][0]["ports"][0]["port"] != 5432
+                {
+                    return Err(format!("{path}: last request {last}, want {leader}'s {ip}"));
+                }
+            }
             for (pod, value) in expected {
                 let path = format!("/api/v1/namespaces/{}/pods/{pod}", self.namespace);
                 let patches: Vec<&Value> = requests.iter().filter(|r| r["path"] == path).collect();

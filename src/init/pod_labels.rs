@@ -22,6 +22,10 @@ use crate::config::{Config, DcsKind};
 /// a stopped one loses it.
 pub const CALLBACKS: [&str; 3] = ["on_start", "on_stop", "on_role_change"];
 
+/// Patroni's names for a leader: 4.x says primary, older releases master;
+/// `promoted` is the moment of promotion.
+const LEADER_ROLES: [&str; 3] = ["primary", "master", "promoted"];
+
 /// What the operator's replica service selects.
 const REPLICA_VALUE: &str = "replica";
 
@@ -53,6 +57,13 @@ pub struct Target {
     pub standby_leader_value: String,
     pub token: PathBuf,
     pub ca: PathBuf,
+    /// The cluster's name: the operator's primary service (and its
+    /// Endpoints object) is named after it.
+    #[serde(default)]
+    pub scope: String,
+    /// Where the primary service sends clients when this pod leads.
+    #[serde(default)]
+    pub address: Option<(String, u16)>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -108,15 +119,21 @@ impl Target {
             standby_leader_value: k.standby_leader_label_value.clone(),
             token: k.service_account_dir.join("token"),
             ca: k.service_account_dir.join("ca.crt"),
+            scope: config.identity.scope.clone(),
+            address: Some((config.identity.pod_ip.to_string(), config.identity.pg_port)),
         })
     }
 
     pub fn url(&self) -> String {
+        self.object_url("pods", &self.pod)
+    }
+
+    fn object_url(&self, kind: &str, name: &str) -> String {
         format!(
-            "{}/api/v1/namespaces/{}/pods/{}",
+            "{}/api/v1/namespaces/{}/{kind}/{}",
             self.api,
             segment(&self.namespace),
-            segment(&self.pod)
+            segment(name)
         )
     }
 
@@ -128,7 +145,7 @@ impl Target {
             return None;
         }
         match role {
-            "primary" | "master" | "promoted" => Some(&self.leader_value),
+            r if LEADER_ROLES.contains(&r) => Some(&self.leader_value),
             "standby_leader" => Some(&self.standby_leader_value),
             "replica" => Some(REPLICA_VALUE),
             "uninitialized" => None,
@@ -147,12 +164,37 @@ impl Target {
             Some(v) => format!("pod label {}={v} on {pod}", self.label),
             None => format!("removal of pod label {} from {pod}", self.label),
         };
+        self.patch_retried(&self.url(), &body, change)
+    }
+
+    /// A new leader points the primary service's Endpoints (named after
+    /// the cluster, as the operator makes them) at itself, as Spilo's
+    /// callback does: with another DCS than Kubernetes nobody else does.
+    /// None when this callback makes no leader.
+    pub fn point_endpoints(&self, action: &str, role: &str) -> Option<Result<String, LabelError>> {
+        let (ip, port) = self.address.as_ref()?;
+        if action == "on_stop" || !LEADER_ROLES.contains(&role) || self.scope.is_empty() {
+            return None;
+        }
+        let body = json!({ "subsets": [{
+            "addresses": [{ "ip": ip }],
+            "ports": [{ "name": "postgresql", "port": port, "protocol": "TCP" }],
+        }] })
+        .to_string();
+        let change = format!("endpoints {}/{} to {ip}:{port}", self.namespace, self.scope);
+        let url = self.object_url("endpoints", &self.scope);
+        Some(self.patch_retried(&url, &body, change))
+    }
+
+    /// PATCHes `url`, retrying what may pass within [`DEADLINE`]; returns
+    /// the line to log.
+    fn patch_retried(&self, url: &str, body: &str, change: String) -> Result<String, LabelError> {
         let started = Instant::now();
         let mut backoff = FIRST_BACKOFF;
         let mut attempts = 0;
         loop {
             attempts += 1;
-            let cause = match self.patch(&body, DEADLINE.saturating_sub(started.elapsed())) {
+            let cause = match self.patch(url, body, DEADLINE.saturating_sub(started.elapsed())) {
                 Ok(()) => return Ok(format!("{change}: done")),
                 Err(cause) => cause,
             };
@@ -172,7 +214,7 @@ impl Target {
     }
 
     /// One PATCH through curl, allowed `time_left`.
-    fn patch(&self, body: &str, time_left: Duration) -> Result<(), Cause> {
+    fn patch(&self, url: &str, body: &str, time_left: Duration) -> Result<(), Cause> {
         // Read at every attempt: Kubernetes rotates the token.
         let token = std::fs::read_to_string(&self.token).map_err(|source| Cause::Token {
             path: self.token.clone(),
@@ -186,7 +228,7 @@ impl Target {
         }
         let mut child = Command::new("curl")
             .args(curl_args(&self.ca, body, time_left))
-            .arg(self.url())
+            .arg(url)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -327,6 +369,8 @@ mod tests {
             standby_leader_value: "standby".into(),
             token: "/sa/token".into(),
             ca: "/sa/ca.crt".into(),
+            scope: "acid-test".into(),
+            address: Some(("10.0.0.5".into(), 5432)),
         }
     }
 

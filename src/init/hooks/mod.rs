@@ -181,9 +181,18 @@ pub fn callback(
     log: &mut dyn FnMut(String),
 ) -> Result<(), HookError> {
     let labelled = match &spec.pod_labels {
-        Some(target) => target
-            .apply(action, role)
-            .map(|line| log(format!("{action}: {line}"))),
+        Some(target) => {
+            // Best effort, as Spilo's: the operator may not have made the
+            // Endpoints; the label is what its services select by.
+            match target.point_endpoints(action, role) {
+                Some(Ok(line)) => log(format!("{action}: {line}")),
+                Some(Err(e)) => log(format!("{action}: warning: {e}")),
+                None => {}
+            }
+            target
+                .apply(action, role)
+                .map(|line| log(format!("{action}: {line}")))
+        }
         None => Ok(()),
     };
     let database = if action == "on_role_change" {
