@@ -658,6 +658,22 @@ const PEM_CERT: &str = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-
 
 const CATALOGUE: &[Bad] = &[
     bad(
+        &[("PGUSER_ADMIN", "postgres")],
+        "PGUSER_ADMIN=postgres: is PGUSER_SUPERUSER too",
+    ),
+    bad(
+        &[("HUMAN_ROLE", "standby")],
+        "HUMAN_ROLE=standby: is PGUSER_STANDBY too",
+    ),
+    bad(
+        &[("PGUSER_ADMIN", "cron_admin")],
+        "PGUSER_ADMIN=cron_admin: is the hooks' role too",
+    ),
+    bad(
+        &[("PGUSER_STANDBY", "postgres")],
+        "PGUSER_STANDBY=postgres: is PGUSER_SUPERUSER too",
+    ),
+    bad(
         &[("PGVERSION", "abc")],
         "PGVERSION=abc: not a PostgreSQL major version",
     ),

@@ -559,8 +559,10 @@ fn an_embedded_etcd_stopped_before_it_was_ready_starts_anew() {
     let dir = Node::dir_for(&scratch.path, "unready");
     let data = dir.join("run/etcd");
     fs::create_dir_all(&data).unwrap();
-    // A first start cut short: the member's configuration (here: a second
-    // member that never comes) is in its WAL, and no quorum can ever be.
+    // A first start cut short (init marked it, etcd never answered): the
+    // member's configuration (here: a second member that never comes) is in
+    // its WAL, and no quorum can ever be.
+    fs::write(dir.join("run/etcd.first-start"), "").unwrap();
     let mut etcd = Command::new("/usr/bin/etcd")
         .args(["--name", "spilo", "--data-dir"])
         .arg(&data)
@@ -586,10 +588,11 @@ fn an_embedded_etcd_stopped_before_it_was_ready_starts_anew() {
         NodeOptions::new("unready", "127.0.0.2", None),
     );
     writable_primary(&node);
-    let removed = "removed the data of an embedded etcd that never became ready";
+    let removed = "removed the data of an embedded etcd whose first start never finished";
     node.assert_logged(removed);
     stop_cleanly(&mut node);
     // Once ready, its data is kept.
+    assert!(!dir.join("run/etcd.first-start").exists());
     node.restart();
     writable_primary(&node);
     assert_eq!(node.log().matches(removed).count(), 1);

@@ -349,28 +349,28 @@ fn a_primary_is_labelled_master_before_the_database_work() {
     let pod = Pod::new("127.0.0.1", api.addr.port(), &api.ca_pem);
     let run = pod.callback("on_role_change", "primary");
     // The fixture major has no psql: the database work fails, after the
-    // primary service's Endpoints and the label.
+    // label and the primary service's Endpoints.
     assert!(!run.ok, "{run:?}");
     let requests = api.requests();
     assert_eq!(requests.len(), 2, "{requests:?}");
-    assert_eq!(requests[0].method, "PATCH");
+    assert_eq!(requests[0].path, PATH);
+    assert_eq!(requests[0].json(), label_body(json!("master")));
+    assert_eq!(requests[1].method, "PATCH");
     assert_eq!(
-        requests[0].path,
+        requests[1].path,
         "/api/v1/namespaces/acid/endpoints/acid-test"
     );
     assert_eq!(
-        requests[0].header("Content-Type"),
+        requests[1].header("Content-Type"),
         Some("application/merge-patch+json")
     );
     assert_eq!(
-        requests[0].json(),
+        requests[1].json(),
         json!({ "subsets": [{
             "addresses": [{ "ip": "127.0.0.1" }],
             "ports": [{ "name": "postgresql", "port": 5432, "protocol": "TCP" }],
         }] })
     );
-    assert_eq!(requests[1].path, PATH);
-    assert_eq!(requests[1].json(), label_body(json!("master")));
     let label = run
         .stderr
         .find("pod label spilo-role=master on acid/acid-test-0: done")
@@ -384,6 +384,7 @@ fn a_primary_is_labelled_master_before_the_database_work() {
 fn refused_endpoints_do_not_keep_the_label_from_being_set() {
     let api = ApiServer::start("127.0.0.1:0");
     let pod = Pod::new("127.0.0.1", api.addr.port(), &api.ca_pem);
+    api.then_reply(200, "{}");
     api.then_reply(
         404,
         r#"{"kind":"Status","message":"endpoints \"acid-test\" not found"}"#,
@@ -392,7 +393,7 @@ fn refused_endpoints_do_not_keep_the_label_from_being_set() {
     assert!(run.ok, "{run:?}");
     let requests = api.requests();
     assert_eq!(requests.len(), 2, "{requests:?}");
-    assert_eq!(requests[1].json(), label_body(json!("master")));
+    assert_eq!(requests[0].json(), label_body(json!("master")));
     assert!(
         run.stderr.contains(
             "on_start: warning: endpoints acid/acid-test to 127.0.0.1:5432 failed after 1 attempt(s): HTTP 404: endpoints \"acid-test\" not found"

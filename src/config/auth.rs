@@ -28,7 +28,7 @@ pub struct Auth {
 
 impl Auth {
     pub fn from_vars(vars: &Vars) -> Result<Self, ConfigError> {
-        Ok(Auth {
+        let auth = Auth {
             superuser: credentials(
                 ("PGUSER_SUPERUSER", &vars.pguser_superuser, "postgres"),
                 (&vars.pgpassword_superuser, "zalando"),
@@ -44,7 +44,41 @@ impl Auth {
             human_role: role_name("HUMAN_ROLE", &vars.human_role, "zalandos")?,
             pam_oauth2: set(&vars.pam_oauth2).map(PamOauth2::parse).transpose()?,
             allow_nossl: parse_bool("ALLOW_NOSSL", &vars.allow_nossl)?,
-        })
+        };
+        auth.check_distinct_roles()?;
+        Ok(auth)
+    }
+
+    /// The hooks reset admin and HUMAN_ROLE to NOLOGIN roles on every
+    /// promotion: naming the superuser or the replication user (or a role
+    /// the hooks make for themselves) would lock Patroni or the replicas out.
+    fn check_distinct_roles(&self) -> Result<(), ConfigError> {
+        let taken = [
+            ("PGUSER_SUPERUSER", self.superuser.username.as_str()),
+            ("PGUSER_STANDBY", self.replication.username.as_str()),
+            ("the hooks' role", "cron_admin"),
+            ("the hooks' role", "robot_zmon"),
+        ];
+        for (var, name) in [
+            ("PGUSER_ADMIN", self.admin.username.as_str()),
+            ("HUMAN_ROLE", self.human_role.as_str()),
+        ] {
+            if let Some((other, _)) = taken.iter().find(|(_, t)| *t == name) {
+                return Err(ConfigError::invalid(
+                    var,
+                    name,
+                    format!("is {other} too: it must be a role of its own (it is made NOLOGIN)"),
+                ));
+            }
+        }
+        if self.superuser.username == self.replication.username {
+            return Err(ConfigError::invalid(
+                "PGUSER_STANDBY",
+                &self.replication.username,
+                "is PGUSER_SUPERUSER too: replication needs a user of its own",
+            ));
+        }
+        Ok(())
     }
 
     /// The default pg_hba, top to bottom, as the contract lists it.

@@ -51,22 +51,29 @@ pub fn etcd_data_dir(config: &Config) -> PathBuf {
     config.paths.rw_dir.join("etcd")
 }
 
-/// Made once the embedded etcd has answered (see [`Ready::Http`]).
-fn etcd_ready_mark(config: &Config) -> PathBuf {
-    config.paths.rw_dir.join("etcd.ready")
+/// Exists from before the embedded etcd's first start until it answered
+/// (see [`Ready::Http`]).
+fn etcd_first_start(config: &Config) -> PathBuf {
+    config.paths.rw_dir.join("etcd.first-start")
 }
 
-/// Removes the data of an embedded etcd that never answered: stopped
-/// during its first start, it may hold a member whose configuration was
-/// never committed, which then never elects itself. Without its data it
-/// starts as the new member it was. Returns whether there was such data.
-pub fn clear_unready_etcd(config: &Config) -> std::io::Result<bool> {
-    let (data, mark) = (etcd_data_dir(config), etcd_ready_mark(config));
-    if mark.exists() || !data.exists() {
+/// Removes the data of an embedded etcd whose first start never finished:
+/// stopped then, it may hold a member whose configuration was never
+/// committed, which never elects itself. Without its data it starts as
+/// the new member it was. Returns whether there was such data.
+pub fn clear_unfinished_etcd(config: &Config) -> std::io::Result<bool> {
+    let (data, mark) = (etcd_data_dir(config), etcd_first_start(config));
+    if !mark.exists() || !data.exists() {
         return Ok(false);
     }
     std::fs::remove_dir_all(&data)?;
     Ok(true)
+}
+
+/// Marks the first start of an embedded etcd (its data directory did not
+/// exist): until etcd answers, the next start may remove what it wrote.
+pub fn mark_etcd_first_start(config: &Config) -> std::io::Result<()> {
+    std::fs::write(etcd_first_start(config), b"")
 }
 
 /// The child specs in start order. `extra_env` is added to every child
@@ -138,7 +145,7 @@ pub fn specs(
                 addr,
                 path: "/health".into(),
                 within: Duration::from_secs(30),
-                mark: Some(etcd_ready_mark(config)),
+                first_start: Some(etcd_first_start(config)),
             });
         }
         specs.push(etcd);

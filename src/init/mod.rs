@@ -101,20 +101,28 @@ pub fn run(env: &Env, options: &Options) -> Result<u8, InitError> {
     let embedded_etcd = config.dcs.kind == crate::config::DcsKind::Embedded;
     let etcd_data = children::etcd_data_dir(&config);
     if embedded_etcd {
-        match children::clear_unready_etcd(&config) {
+        match children::clear_unfinished_etcd(&config) {
             Ok(true) => info!(
-                "{}: removed the data of an embedded etcd that never became ready",
+                "{}: removed the data of an embedded etcd whose first start never finished",
                 etcd_data.display()
             ),
             Ok(false) => {}
             Err(e) => warn!("{}: {e}", etcd_data.display()),
         }
     }
+    let etcd_first_start = embedded_etcd && !etcd_data.exists();
     let ahead = initdb_ahead::decide(&config, &etcd_data);
     let mut outputs = plan(&mut config, &options.hook_program, ahead.as_ref())?;
     let account = Account::resolve()?;
     let private_dirs: Vec<PathBuf> = embedded_etcd.then_some(etcd_data).into_iter().collect();
     volumes::prepare(&config.paths, &account, &private_dirs)?;
+    if etcd_first_start {
+        // Without the mark nothing is removed later: only a cut-short first
+        // start is not cleaned up.
+        if let Err(e) = children::mark_etcd_first_start(&config) {
+            warn!("{}: {e}", config.paths.rw_dir.display());
+        }
+    }
     let nss_env = nss::prepare(
         &account,
         &config.paths.rw_dir,

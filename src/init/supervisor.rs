@@ -54,8 +54,9 @@ pub enum Ready {
         addr: SocketAddr,
         path: String,
         within: Duration,
-        /// Made once it answered: from then on its state is worth keeping.
-        mark: Option<PathBuf>,
+        /// Removed once it answered: while it exists, the child's state
+        /// is that of a first start that never finished.
+        first_start: Option<PathBuf>,
     },
 }
 
@@ -322,11 +323,15 @@ impl Supervisor {
             child.ready = true;
             info!("{} is ready", child.spec.name);
             if let Some(Ready::Http {
-                mark: Some(mark), ..
+                first_start: Some(mark),
+                ..
             }) = &child.spec.ready
             {
-                if let Err(e) = std::fs::write(mark, b"") {
-                    warn!("{}: {e}", mark.display());
+                match std::fs::remove_file(mark) {
+                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                        warn!("{}: {e}", mark.display())
+                    }
+                    _ => {}
                 }
             }
             self.start_next();

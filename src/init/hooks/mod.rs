@@ -182,6 +182,9 @@ pub fn callback(
 ) -> Result<(), HookError> {
     let labelled = match &spec.pod_labels {
         Some(target) => {
+            let labelled = target
+                .apply(action, role)
+                .map(|line| log(format!("{action}: {line}")));
             // Best effort, as Spilo's: the operator may not have made the
             // Endpoints; the label is what its services select by.
             match target.point_endpoints(action, role) {
@@ -189,9 +192,7 @@ pub fn callback(
                 Some(Err(e)) => log(format!("{action}: warning: {e}")),
                 None => {}
             }
-            target
-                .apply(action, role)
-                .map(|line| log(format!("{action}: {line}")))
+            labelled
         }
         None => Ok(()),
     };
