@@ -21,10 +21,16 @@ SELECT pg_catalog.format('ALTER EXTENSION %I UPDATE', name)
 
 -- set_user(text) switches to a role that is no superuser; every
 -- pg_stat_statements_reset (its arguments differ between versions of the
--- extension); pg_switch_wal.
+-- extension); pg_switch_wal. Only the extensions' own functions, whatever
+-- else shares their schema.
 SELECT pg_catalog.format('GRANT EXECUTE ON FUNCTION %s TO %I', p.oid::pg_catalog.regprocedure, :'admin')
   FROM pg_catalog.pg_proc AS p
-  JOIN pg_catalog.pg_extension AS e ON e.extnamespace = p.pronamespace
+  JOIN pg_catalog.pg_depend AS d
+    ON d.classid = 'pg_catalog.pg_proc'::pg_catalog.regclass
+   AND d.objid = p.oid
+   AND d.refclassid = 'pg_catalog.pg_extension'::pg_catalog.regclass
+   AND d.deptype = 'e'
+  JOIN pg_catalog.pg_extension AS e ON e.oid = d.refobjid
  WHERE (e.extname = 'set_user' AND p.proname = 'set_user' AND p.proargtypes = '25'::pg_catalog.oidvector)
     OR (e.extname = 'pg_stat_statements' AND p.proname = 'pg_stat_statements_reset')
  ORDER BY 1

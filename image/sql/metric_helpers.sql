@@ -29,7 +29,7 @@ RETURNS SETOF record
 LANGUAGE sql
 STABLE
 SECURITY DEFINER
-SET search_path TO pg_catalog
+SET search_path TO pg_catalog, pg_temp
 AS $body$
 WITH layout AS (
     SELECT current_setting('block_size')::numeric AS block_size,
@@ -56,7 +56,7 @@ tables AS (
                       WHERE o.option_name = 'fillfactor'), 100) AS fillfactor,
            layout.block_size * (t.relpages + coalesce(toast.relpages, 0)) AS real_size,
            -- bytes per row: aligned header and data, plus the line pointer
-           ceil((23 + CASE WHEN w.nullable THEN (w.columns + 7) / 8 ELSE 0 END) / layout.align) * layout.align
+           ceil((23 + CASE WHEN w.nullable THEN (w.columns + 7) / 8 ELSE 0 END)::numeric / layout.align) * layout.align
              + ceil(w.data / layout.align) * layout.align
              + 4 AS row_size,
            greatest(t.reltuples, 0) AS rows,
@@ -113,7 +113,7 @@ RETURNS SETOF record
 LANGUAGE sql
 STABLE
 SECURITY DEFINER
-SET search_path TO pg_catalog
+SET search_path TO pg_catalog, pg_temp
 AS $body$
 WITH layout AS (
     SELECT current_setting('block_size')::numeric AS block_size,
@@ -184,7 +184,7 @@ RETURNS SETOF public.pg_stat_statements
 LANGUAGE sql
 SECURITY DEFINER
 STRICT
-SET search_path TO pg_catalog
+SET search_path TO pg_catalog, pg_temp
 AS $body$
     SELECT * FROM public.pg_stat_statements(showtext)
 $body$;
@@ -204,7 +204,7 @@ LANGUAGE sql
 STABLE
 SECURITY DEFINER
 STRICT
-SET search_path TO pg_catalog
+SET search_path TO pg_catalog, pg_temp
 AS $body$
 SELECT schemaname, sequencename, used
   FROM (SELECT s.schemaname,

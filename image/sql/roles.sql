@@ -4,11 +4,15 @@
 -- attributes, whatever someone changed since.
 -- psql variables: admin, admin_password, human_role.
 
--- This script carries a password: nothing of it goes to the server log,
--- an audit log or pg_stat_statements.
+-- This script carries a password: nothing of it goes to the server log
+-- (neither sampled nor explained), an audit log or pg_stat_statements.
 SET log_statement = 'none';
 SET log_min_duration_statement = -1;
 SET log_min_error_statement = 'panic';
+SET log_min_duration_sample = -1;
+SET log_transaction_sample_rate = 0;
+-- A placeholder when auto_explain is not loaded (the superuser may set one).
+SET auto_explain.log_min_duration = -1;
 SET pgaudit.log = 'none';
 SET pg_stat_statements.track_utility = off;
 

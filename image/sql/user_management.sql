@@ -1,9 +1,14 @@
 -- Spilo's user management functions, with its names, arguments and
 -- results: members of admin create and drop the roles of their team through
 -- them, without CREATEROLE of their own. Each runs as its owner, the
--- superuser, with a fixed search_path; the role names it needs travel in
--- its own settings (spilo.admin_role, spilo.human_role), as function bodies
--- take no psql variables. psql variables: admin, human_role.
+-- superuser, with a fixed search_path that puts pg_temp last (so that no
+-- temporary table of the caller's stands in for a catalog); the role names
+-- it needs travel in its own settings (spilo.admin_role,
+-- spilo.human_role), as function bodies take no psql variables. None of
+-- them touches a privileged role: a superuser, a replication role, one with
+-- CREATEROLE or BYPASSRLS, or a member of a role that reads or writes the
+-- server's files or runs its programs (each as good as a superuser).
+-- psql variables: admin, human_role.
 
 CREATE SCHEMA IF NOT EXISTS user_management;
 GRANT USAGE ON SCHEMA user_management TO :"admin";
@@ -11,7 +16,7 @@ GRANT USAGE ON SCHEMA user_management TO :"admin";
 CREATE OR REPLACE FUNCTION user_management.random_password(length integer)
 RETURNS text
 LANGUAGE sql
-SET search_path TO pg_catalog
+SET search_path TO pg_catalog, pg_temp
 AS $body$
     -- 64 symbols, so that a random byte modulo 64 favours none; the bytes
     -- come from gen_random_uuid(), the server's strong random source (the
@@ -23,11 +28,31 @@ $body$;
 COMMENT ON FUNCTION user_management.random_password(integer) IS
     'A random password of the given length (letters, digits, - and _)';
 
+-- Whether a role is privileged (see above); false for one that does not
+-- exist. Not callable by anyone but its owner: the functions below use it.
+CREATE OR REPLACE FUNCTION user_management.is_privileged_role(username text)
+RETURNS boolean
+LANGUAGE sql
+STABLE
+SET search_path TO pg_catalog, pg_temp
+AS $body$
+    SELECT EXISTS (
+        SELECT FROM pg_catalog.pg_roles AS r
+         WHERE r.rolname = username
+           AND (r.rolsuper OR r.rolreplication OR r.rolcreaterole OR r.rolbypassrls
+                OR pg_catalog.pg_has_role(r.oid, 'pg_execute_server_program', 'MEMBER')
+                OR pg_catalog.pg_has_role(r.oid, 'pg_write_server_files', 'MEMBER')
+                OR pg_catalog.pg_has_role(r.oid, 'pg_read_server_files', 'MEMBER')))
+$body$;
+REVOKE ALL ON FUNCTION user_management.is_privileged_role(text) FROM PUBLIC;
+COMMENT ON FUNCTION user_management.is_privileged_role(text) IS
+    'Whether user_management leaves this role alone: a superuser, replication, CREATEROLE or BYPASSRLS role, or one with the server''s files or programs';
+
 CREATE OR REPLACE FUNCTION user_management.create_application_user(username text)
 RETURNS text
 LANGUAGE plpgsql
 SECURITY DEFINER
-SET search_path TO pg_catalog
+SET search_path TO pg_catalog, pg_temp
 AS $body$
 DECLARE
     password text := user_management.random_password(20);
@@ -43,7 +68,7 @@ CREATE OR REPLACE FUNCTION user_management.create_user(username text)
 RETURNS void
 LANGUAGE plpgsql
 SECURITY DEFINER
-SET search_path TO pg_catalog
+SET search_path TO pg_catalog, pg_temp
 SET spilo.admin_role TO :'admin'
 SET spilo.human_role TO :'human_role'
 AS $body$
@@ -60,7 +85,7 @@ CREATE OR REPLACE FUNCTION user_management.create_role(rolename text)
 RETURNS void
 LANGUAGE plpgsql
 SECURITY DEFINER
-SET search_path TO pg_catalog
+SET search_path TO pg_catalog, pg_temp
 SET spilo.admin_role TO :'admin'
 AS $body$
 BEGIN
@@ -75,13 +100,13 @@ CREATE OR REPLACE FUNCTION user_management.create_application_user_or_change_pas
 RETURNS void
 LANGUAGE plpgsql
 SECURITY DEFINER
-SET search_path TO pg_catalog
+SET search_path TO pg_catalog, pg_temp
 AS $body$
 BEGIN
-    IF EXISTS (SELECT FROM pg_roles WHERE rolname = username AND (rolsuper OR rolreplication)) THEN
-        RAISE EXCEPTION 'role "%" is a superuser or replication role, not managed here', username
+    IF user_management.is_privileged_role(username) THEN
+        RAISE EXCEPTION 'role "%" is a superuser, replication or otherwise privileged role, not managed here', username
             USING ERRCODE = 'insufficient_privilege';
-    ELSIF EXISTS (SELECT FROM pg_roles WHERE rolname = username) THEN
+    ELSIF EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = username) THEN
         EXECUTE format('ALTER ROLE %I PASSWORD %L', username, password);
     ELSE
         EXECUTE format('CREATE ROLE %I LOGIN PASSWORD %L', username, password);
@@ -95,10 +120,14 @@ CREATE OR REPLACE FUNCTION user_management.revoke_admin(username text)
 RETURNS void
 LANGUAGE plpgsql
 SECURITY DEFINER
-SET search_path TO pg_catalog
+SET search_path TO pg_catalog, pg_temp
 SET spilo.admin_role TO :'admin'
 AS $body$
 BEGIN
+    IF user_management.is_privileged_role(username) THEN
+        RAISE EXCEPTION 'role "%" is a superuser, replication or otherwise privileged role, not managed here', username
+            USING ERRCODE = 'insufficient_privilege';
+    END IF;
     EXECUTE format('REVOKE %I FROM %I', current_setting('spilo.admin_role'), username);
 END
 $body$;
@@ -109,11 +138,11 @@ CREATE OR REPLACE FUNCTION user_management.drop_user(username text)
 RETURNS void
 LANGUAGE plpgsql
 SECURITY DEFINER
-SET search_path TO pg_catalog
+SET search_path TO pg_catalog, pg_temp
 AS $body$
 BEGIN
-    IF EXISTS (SELECT FROM pg_roles WHERE rolname = username AND (rolsuper OR rolreplication)) THEN
-        RAISE EXCEPTION 'role "%" is a superuser or replication role, not managed here', username
+    IF user_management.is_privileged_role(username) THEN
+        RAISE EXCEPTION 'role "%" is a superuser, replication or otherwise privileged role, not managed here', username
             USING ERRCODE = 'insufficient_privilege';
     END IF;
     EXECUTE format('DROP ROLE %I', username);
@@ -126,7 +155,7 @@ CREATE OR REPLACE FUNCTION user_management.drop_role(username text)
 RETURNS void
 LANGUAGE sql
 SECURITY DEFINER
-SET search_path TO pg_catalog
+SET search_path TO pg_catalog, pg_temp
 AS $body$
     SELECT user_management.drop_user(username)
 $body$;
@@ -135,14 +164,33 @@ COMMENT ON FUNCTION user_management.drop_role(text) IS
 
 CREATE OR REPLACE FUNCTION user_management.terminate_backend(pid integer)
 RETURNS boolean
-LANGUAGE sql
+LANGUAGE plpgsql
 SECURITY DEFINER
-SET search_path TO pg_catalog
+SET search_path TO pg_catalog, pg_temp
 AS $body$
-    SELECT pg_terminate_backend(pid)
+DECLARE
+    target record;
+BEGIN
+    SELECT a.backend_type, a.usename
+      INTO target
+      FROM pg_catalog.pg_stat_activity AS a
+     WHERE a.pid = terminate_backend.pid;
+    IF NOT FOUND THEN
+        RAISE WARNING 'PID % is not a PostgreSQL backend process', terminate_backend.pid;
+        RETURN false;
+    ELSIF target.backend_type IS DISTINCT FROM 'client backend' THEN
+        RAISE EXCEPTION 'process % is a %, not a client''s session', terminate_backend.pid, target.backend_type
+            USING ERRCODE = 'insufficient_privilege';
+    ELSIF target.usename IS NULL OR user_management.is_privileged_role(target.usename) THEN
+        RAISE EXCEPTION 'process % is the session of a superuser, replication or otherwise privileged role, not managed here',
+                        terminate_backend.pid
+            USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    RETURN pg_catalog.pg_terminate_backend(terminate_backend.pid);
+END
 $body$;
 COMMENT ON FUNCTION user_management.terminate_backend(integer) IS
-    'Ends the session with this process id (see pg_stat_activity, where admin sees every query)';
+    'Ends the client session with this process id (see pg_stat_activity), unless a privileged role''s';
 
 REVOKE ALL ON FUNCTION
     user_management.create_application_user(text),
@@ -164,4 +212,3 @@ GRANT EXECUTE ON FUNCTION
     user_management.drop_role(text),
     user_management.terminate_backend(integer)
   TO :"admin";
-GRANT SELECT ON pg_catalog.pg_stat_activity TO :"admin";

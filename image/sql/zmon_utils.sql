@@ -14,7 +14,7 @@ RETURNS TABLE (parameter text, setting text)
 LANGUAGE sql
 STABLE
 SECURITY DEFINER
-SET search_path TO pg_catalog
+SET search_path TO pg_catalog, pg_temp
 AS $body$
 WITH wal AS (
     SELECT pg_is_in_recovery() AS in_recovery,
@@ -80,7 +80,7 @@ RETURNS SETOF record
 LANGUAGE sql
 STABLE
 SECURITY DEFINER
-SET search_path TO pg_catalog
+SET search_path TO pg_catalog, pg_temp
 AS $body$
     SELECT r.pid, r.usesysid, r.usename, r.application_name, r.replay_lag
       FROM pg_stat_replication AS r
@@ -104,7 +104,7 @@ RETURNS SETOF record
 LANGUAGE sql
 STABLE
 SECURITY DEFINER
-SET search_path TO pg_catalog
+SET search_path TO pg_catalog, pg_temp
 AS $body$
     SELECT last.*
       FROM cron.job AS j
