@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use init_support::{PG_BIN, Scratch, psql_as, spilo, tail, wait_for};
+use init_support::{PG_BIN, Scratch, psql_as, rows, spilo, tail, wait_for};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::{Pid, User, chown};
 use serde_json::json;
@@ -159,19 +159,14 @@ impl Server {
 
     /// A login over TCP with a password, as an application would.
     fn login(&self, user: &str, password: &str) -> Result<String, String> {
-        let out = Command::new(Path::new(PG_BIN).join("psql"))
-            .args(["-X", "-A", "-t", "-h", "127.0.0.1"])
-            .args(["-p", &self.port.to_string(), "-U", user, "-d", "postgres"])
-            .args(["-c", "SELECT current_user"])
-            .env("PGPASSWORD", password)
-            .env("PGCONNECT_TIMEOUT", "5")
-            .output()
-            .map_err(|e| e.to_string())?;
-        if out.status.success() {
-            Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
-        } else {
-            Err(String::from_utf8_lossy(&out.stderr).trim().to_owned())
-        }
+        rows(
+            Command::new(Path::new(PG_BIN).join("psql"))
+                .args(["-X", "-A", "-t", "-h", "127.0.0.1"])
+                .args(["-p", &self.port.to_string(), "-U", user, "-d", "postgres"])
+                .args(["-c", "SELECT current_user"])
+                .env("PGPASSWORD", password)
+                .env("PGCONNECT_TIMEOUT", "5"),
+        )
     }
 
     /// The spec `spilo init` would write for this server.

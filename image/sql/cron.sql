@@ -28,20 +28,23 @@ SELECT 'ALTER EXTENSION pg_cron UPDATE'
 -- and to any member of cron_admin when the owner is a member too and not a
 -- superuser. The owner is looked up instead of passed to pg_has_role by
 -- name, so that a job left behind by a dropped role fails nobody's query.
-ALTER POLICY cron_job_policy ON cron.job USING (
-    username = CURRENT_USER
-    OR (pg_catalog.pg_has_role(CURRENT_USER, 'cron_admin', 'MEMBER')
-        AND EXISTS (SELECT FROM pg_catalog.pg_roles AS owner
-                     WHERE owner.rolname = username
-                       AND NOT owner.rolsuper
-                       AND pg_catalog.pg_has_role(owner.oid, 'cron_admin', 'MEMBER'))));
-ALTER POLICY cron_job_run_details_policy ON cron.job_run_details USING (
-    username = CURRENT_USER
-    OR (pg_catalog.pg_has_role(CURRENT_USER, 'cron_admin', 'MEMBER')
-        AND EXISTS (SELECT FROM pg_catalog.pg_roles AS owner
-                     WHERE owner.rolname = username
-                       AND NOT owner.rolsuper
-                       AND pg_catalog.pg_has_role(owner.oid, 'cron_admin', 'MEMBER'))));
+CREATE OR REPLACE FUNCTION cron.visible_to_current_user(owner_name text)
+RETURNS boolean
+LANGUAGE sql
+STABLE
+SET search_path TO pg_catalog, pg_temp
+AS $body$
+    SELECT owner_name = CURRENT_USER
+        OR (pg_catalog.pg_has_role(CURRENT_USER, 'cron_admin', 'MEMBER')
+            AND EXISTS (SELECT FROM pg_catalog.pg_roles AS owner
+                         WHERE owner.rolname = owner_name
+                           AND NOT owner.rolsuper
+                           AND pg_catalog.pg_has_role(owner.oid, 'cron_admin', 'MEMBER')))
+$body$;
+ALTER POLICY cron_job_policy ON cron.job
+    USING (cron.visible_to_current_user(username));
+ALTER POLICY cron_job_run_details_policy ON cron.job_run_details
+    USING (cron.visible_to_current_user(username));
 
 -- Spilo's helper (same name and arguments): a job of the caller's that runs
 -- in another database, over the local socket. Not SECURITY DEFINER: the job
@@ -76,4 +79,6 @@ GRANT SELECT ON TABLE cron.job, cron.job_run_details TO cron_admin;
 GRANT UPDATE (schedule, active, database, nodename) ON TABLE cron.job TO cron_admin;
 REVOKE ALL ON ALL FUNCTIONS IN SCHEMA cron FROM PUBLIC;
 GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA cron TO cron_admin;
+-- The policies' test, for whoever reads the tables.
+GRANT EXECUTE ON FUNCTION cron.visible_to_current_user(text) TO PUBLIC;
 GRANT USAGE ON SCHEMA cron TO cron_admin;

@@ -22,9 +22,10 @@ use crate::config::{Config, DcsKind};
 /// a stopped one loses it.
 pub const CALLBACKS: [&str; 3] = ["on_start", "on_stop", "on_role_change"];
 
-/// Patroni's names for a leader: 4.x says primary, older releases master;
-/// `promoted` is the moment of promotion.
-const LEADER_ROLES: [&str; 3] = ["primary", "master", "promoted"];
+/// Patroni's callback role names for a leader: 4.x says primary, older
+/// releases master; `promoted` is the moment of promotion. The hooks'
+/// database work runs for the same roles.
+pub const LEADER_ROLES: [&str; 3] = ["primary", "master", "promoted"];
 
 /// What the operator's replica service selects.
 const REPLICA_VALUE: &str = "replica";

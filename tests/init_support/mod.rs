@@ -366,7 +366,8 @@ pub fn psql_as(
     database: &str,
     sql: &str,
 ) -> Result<String, String> {
-    let out = Command::new(format!("{PG_BIN}/psql"))
+    let mut command = Command::new(format!("{PG_BIN}/psql"));
+    command
         .args(["-X", "-A", "-t", "-q", "-v", "ON_ERROR_STOP=1", "-h"])
         .arg(socket_dir)
         .args([
@@ -379,9 +380,13 @@ pub fn psql_as(
             "-c",
             sql,
         ])
-        .env("PGCONNECT_TIMEOUT", "5")
-        .output()
-        .map_err(|e| e.to_string())?;
+        .env("PGCONNECT_TIMEOUT", "5");
+    rows(&mut command)
+}
+
+/// Runs a psql command: its rows as text, or its error.
+pub fn rows(command: &mut Command) -> Result<String, String> {
+    let out = command.output().map_err(|e| e.to_string())?;
     if out.status.success() {
         Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
     } else {

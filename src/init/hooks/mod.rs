@@ -79,10 +79,6 @@ pub enum HookError {
     Steps(Vec<HookError>),
 }
 
-/// Patroni's callback role names for a primary (4.x says primary, older
-/// releases master).
-const PRIMARY_ROLES: [&str; 2] = ["primary", "master"];
-
 /// How long `on_role_change` waits for a promoted server to accept writes.
 const PROMOTION_WAIT: Duration = Duration::from_secs(60);
 
@@ -157,7 +153,7 @@ pub fn post_init(spec: &Spec, connection: &str) -> Result<(), HookError> {
 /// `post_init` (a primary restored from a backup, or someone, may have
 /// changed what it made), then the analyze. Other roles have nothing to do.
 pub fn on_role_change(spec: &Spec, role: &str) -> Result<bool, HookError> {
-    if !PRIMARY_ROLES.contains(&role) {
+    if !pod_labels::LEADER_ROLES.contains(&role) {
         return Ok(false);
     }
     let psql = Psql::socket(spec);
