@@ -1,4 +1,3 @@
-# syntax=docker/dockerfile:1
 # spilo-rs: PostgreSQL HA (Patroni) with several PostgreSQL majors, from
 # Debian packages. Build:
 #   docker build -t spilo .                     (podman: add --format docker)
