@@ -15,11 +15,39 @@ RUN apt-get update \
       cargo rustc gcc libc6-dev libpam0g-dev ca-certificates \
  && rm -rf /var/lib/apt/lists/*
 
-# The build tool, from src/build alone: runtime code changes leave it, and
-# the package layers below, to the cache.
-FROM rust AS tool
-WORKDIR /src/build
-COPY src/build ./
+# The workspace's manifests, each target's file an empty stub: to build one
+# member cargo loads them all and wants a file for every target a manifest
+# names ([lib], [[bin]], [[test]], [[bench]], [[example]]) or infers
+# (src/lib.rs). Enough to compile the dependencies alone, in layers that
+# outlive every change to the sources.
+FROM rust AS manifests
+WORKDIR /src
+ENV CARGO_TARGET_DIR=/target
+COPY Cargo.toml Cargo.lock ./
+COPY src/build/Cargo.toml src/build/
+COPY src/layout/Cargo.toml src/layout/
+COPY extensions/pam_oauth2/Cargo.toml extensions/pam_oauth2/
+COPY extensions/pam_oauth2/args/Cargo.toml extensions/pam_oauth2/args/
+RUN set -e; for manifest in $(find . -name Cargo.toml); do \
+      dir=${manifest%Cargo.toml}; \
+      for target in $(awk 'BEGIN { FS = " *= *"; d["[lib]"] = "lib"; d["[[bin]]"] = "src/bin"; \
+          d["[[test]]"] = "tests"; d["[[bench]]"] = "benches"; d["[[example]]"] = "examples" } \
+        function flush() { if (kind) print (path ? path : kind == "lib" ? "src/lib.rs" : kind "/" name ".rs"); kind = path = "" } \
+        substr($0, 1, 1) == "[" { flush(); kind = d[$1]; lib += kind == "lib" } \
+        kind && $1 == "name" { name = $2; gsub(/"/, "", name) } \
+        kind && $1 == "path" { path = $2; gsub(/"/, "", path) } \
+        END { flush(); if (!lib) print "src/lib.rs" }' "$manifest"); do \
+        mkdir -p "$(dirname "$dir$target")" && echo 'pub fn main() {}' > "$dir$target"; \
+      done; \
+    done
+
+# The build tool, from src/build and src/layout alone: a change to runtime
+# code leaves it, and the package layers below, to the cache. First the
+# dependencies (the stubs' own artefacts are removed after, so the real
+# sources are compiled), then the tool. Crates and build artefacts live in
+# cache mounts; the optional cacert secret is the CA bundle every HTTPS
+# fetch trusts (crates.io behind a proxy).
+FROM manifests AS tool
 RUN --mount=type=cache,id=spilo-cargo-registry,target=/root/.cargo/registry \
     --mount=type=cache,id=spilo-tool-target,target=/target \
     --mount=type=secret,id=cacert \
@@ -27,20 +55,22 @@ RUN --mount=type=cache,id=spilo-cargo-registry,target=/root/.cargo/registry \
     if [ -s /run/secrets/cacert ]; then \
       export CARGO_HTTP_CAINFO=/run/secrets/cacert SSL_CERT_FILE=/run/secrets/cacert; \
     fi; \
-    CARGO_TARGET_DIR=/target cargo build --release --locked --bin spilo-build; \
+    cargo build --release --locked -p spilo-build; \
+    cargo clean --release --locked -p spilo-build -p spilo-layout
+COPY src/layout src/layout
+COPY src/build src/build
+RUN --mount=type=cache,id=spilo-cargo-registry,target=/root/.cargo/registry \
+    --mount=type=cache,id=spilo-tool-target,target=/target \
+    --mount=type=secret,id=cacert \
+    set -e; \
+    if [ -s /run/secrets/cacert ]; then \
+      export CARGO_HTTP_CAINFO=/run/secrets/cacert SSL_CERT_FILE=/run/secrets/cacert; \
+    fi; \
+    cargo build --release --locked -p spilo-build; \
     cp /target/release/spilo-build /usr/local/bin/spilo-build
 
-FROM rust AS builder
-WORKDIR /src
-COPY Cargo.toml Cargo.lock ./
-COPY benches benches
-COPY extensions extensions
-COPY image/templates image/templates
-COPY image/sql image/sql
-COPY src src
-# Crates and build artefacts live in cache mounts, so a change to Rust code
-# recompiles only the workspace crates. The optional cacert secret is the
-# CA bundle every HTTPS fetch trusts (crates.io behind a proxy).
+# The runtime binary and the PAM module, the same way.
+FROM manifests AS builder
 RUN --mount=type=cache,id=spilo-cargo-registry,target=/root/.cargo/registry \
     --mount=type=cache,id=spilo-target,target=/target \
     --mount=type=secret,id=cacert \
@@ -48,14 +78,28 @@ RUN --mount=type=cache,id=spilo-cargo-registry,target=/root/.cargo/registry \
     if [ -s /run/secrets/cacert ]; then \
       export CARGO_HTTP_CAINFO=/run/secrets/cacert SSL_CERT_FILE=/run/secrets/cacert; \
     fi; \
-    CARGO_TARGET_DIR=/target cargo build --release --locked --workspace --bins --lib; \
+    cargo build --release --locked -p spilo -p pam_oauth2 --lib --bins; \
+    cargo clean --release --locked -p spilo -p pam_oauth2 -p pam_oauth2_args -p spilo-layout
+COPY extensions extensions
+COPY image/templates image/templates
+COPY image/sql image/sql
+COPY src src
+RUN --mount=type=cache,id=spilo-cargo-registry,target=/root/.cargo/registry \
+    --mount=type=cache,id=spilo-target,target=/target \
+    --mount=type=secret,id=cacert \
+    set -e; \
+    if [ -s /run/secrets/cacert ]; then \
+      export CARGO_HTTP_CAINFO=/run/secrets/cacert SSL_CERT_FILE=/run/secrets/cacert; \
+    fi; \
+    cargo build --release --locked -p spilo -p pam_oauth2 --lib --bins; \
     multiarch=$(gcc -print-multiarch); \
     mkdir -p /out/bin "/out/lib/$multiarch/security"; \
     cp /target/release/spilo /out/bin/; \
     cp /target/release/libpam_oauth2.so "/out/lib/$multiarch/security/pam_oauth2.so"
 
 # The root filesystem: packages per image/spec.toml, slimmed, optionally
-# compressed. spilo-build runs the same steps as `spilo build`.
+# compressed, by the build tool alone (these layers depend on it and the
+# spec, never on runtime code).
 FROM ${BASE} AS rootfs
 COPY image/spec.toml /usr/share/spilo/spec.toml
 COPY --from=tool /usr/local/bin/spilo-build /usr/local/bin/spilo-build

@@ -4,7 +4,6 @@
 //! the model into files, `files` puts them on disk, and `configure` is the
 //! command that chains the three.
 
-pub mod build;
 pub mod config;
 pub mod configure;
 pub mod files;

@@ -60,8 +60,6 @@ enum Command {
         #[arg(long, env = "SPILO_LOG_FORMAT", value_enum, default_value = "plain")]
         log_format: logging::Format,
     },
-    /// The image build steps (run by the Dockerfile).
-    Build(spilo::build::BuildArgs),
     /// Print the image's manifest: majors, package versions, extensions.
     Manifest,
     /// Patroni's hooks (called by Patroni, not by hand).
@@ -162,14 +160,7 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::Build(args) => match spilo::build::main(&args) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("spilo build: error: {e}");
-                ExitCode::FAILURE
-            }
-        },
-        Command::Manifest => match spilo::build::manifest::print(&mut std::io::stdout().lock()) {
+        Command::Manifest => match spilo_layout::manifest::print(&mut std::io::stdout().lock()) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("spilo manifest: error: {e}");

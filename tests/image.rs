@@ -4,8 +4,9 @@
 //! read-only root.
 //!
 //! A cold build takes about five minutes; the scenarios share one build
-//! and run one at a time. The engine side (CONTAINER_ENGINE, CACERT, the
-//! build, containers and networks) is tests/image_support.
+//! and run one at a time. The engine (docker when it builds with BuildKit,
+//! else podman; CONTAINER_ENGINE overrides), CACERT, the build, containers
+//! and networks are tests/image_support.
 
 mod image_support;
 
@@ -13,8 +14,8 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use image_support::{
-    Container, IMAGE, Network, READY, compressed_image, engine, image, majors, manifest, members,
-    ok, serial, wait_for,
+    Container, IMAGE, Network, READY, compressed_image, image, majors, manifest, members, ok,
+    serial, wait_for,
 };
 
 #[test]
@@ -37,10 +38,8 @@ fn a_container_without_configuration_is_a_single_node_cluster() {
         logs.contains("spilo initdb: took over the cluster made ahead"),
         "{logs}"
     );
-    if engine() == "podman" {
-        // The image's HEALTHCHECK, run on demand.
-        ok(&["healthcheck", "run", &node.name]);
-    }
+    // The image's HEALTHCHECK, as the engine reports it.
+    node.wait_healthy();
     // The OAuth2 PAM module where `pam_oauth2.so` resolves, and the PAM
     // service as a link to the file `spilo configure` renders in RW_DIR.
     let module = node.exec(&["sh", "-c", "ls /usr/lib/*-linux-gnu/security/pam_oauth2.so"]);
@@ -298,7 +297,5 @@ fn the_healthcheck_follows_the_rest_api_onto_tls() {
         || node.logs(),
     );
     assert!(node.api("/patroni").is_none(), "plain HTTP still answers");
-    if engine() == "podman" {
-        ok(&["healthcheck", "run", &node.name]);
-    }
+    node.wait_healthy();
 }

@@ -425,7 +425,7 @@ fn entries(dir: &Path) -> Vec<std::path::PathBuf> {
 
 #[test]
 fn a_packed_major_is_unpacked_under_rw_dir_and_run() {
-    use spilo::build::compress::{self, ArchiveInfo, Format};
+    use spilo_build::compress::{self, ArchiveInfo, Format};
     let _serial = serial();
     let scratch = Scratch::new("packed");
     // The host's PostgreSQL 15, packed as a compressed image keeps it.
@@ -484,27 +484,35 @@ fn a_missing_certificate_is_refused_before_anything_is_written() {
     assert!(!dir.exists(), "nothing may be written: {:?}", entries(&dir));
 }
 
-/// SHA-256 fingerprint of the certificate PostgreSQL serves on `ip`.
+/// SHA-256 fingerprint of the certificate PostgreSQL serves on `ip`, if
+/// it serves one.
 fn served_fingerprint(ip: &str) -> Option<String> {
     let served = Command::new("openssl")
         .args(["s_client", "-starttls", "postgres", "-connect"])
         .arg(format!("{ip}:5432"))
         .stdin(std::process::Stdio::null())
         .output()
-        .ok()?;
+        .expect("run openssl");
     fingerprint_of(&served.stdout)
 }
 
+/// None when `pem` holds no certificate; a missing openssl panics (two
+/// Nones would compare equal).
 fn fingerprint_of(pem: &[u8]) -> Option<String> {
     use std::io::Write;
     let mut x509 = Command::new("openssl")
         .args(["x509", "-noout", "-fingerprint", "-sha256"])
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
         .spawn()
-        .ok()?;
-    x509.stdin.take()?.write_all(pem).ok()?;
-    let out = x509.wait_with_output().ok()?;
+        .expect("run openssl");
+    x509.stdin
+        .take()
+        .expect("openssl's stdin")
+        .write_all(pem)
+        .expect("write to openssl");
+    let out = x509.wait_with_output().expect("wait for openssl");
     out.status
         .success()
         .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
@@ -518,7 +526,11 @@ fn a_renewed_certificate_is_served_after_a_reload_without_a_restart() {
     writable_primary(&node);
     let certs = node.dir.join("run/certs");
     let first = fs::read(certs.join("server.crt")).unwrap();
-    assert_eq!(served_fingerprint("127.0.0.2"), fingerprint_of(&first));
+    let first_fingerprint = fingerprint_of(&first).expect("server.crt is a certificate");
+    assert_eq!(
+        served_fingerprint("127.0.0.2"),
+        Some(first_fingerprint.clone())
+    );
     let postmaster = || {
         let pid_file = fs::read_to_string(node.pgdata().join("postmaster.pid")).unwrap();
         pid_file.lines().next().unwrap_or_default().to_owned()
@@ -542,10 +554,11 @@ fn a_renewed_certificate_is_served_after_a_reload_without_a_restart() {
         fs::set_permissions(&new, fs::Permissions::from_mode(0o600)).unwrap();
         fs::rename(&new, certs.join(name)).unwrap();
     }
-    let wanted = fingerprint_of(&fs::read(certs.join("server.crt")).unwrap());
-    assert_ne!(wanted, fingerprint_of(&first));
+    let wanted = fingerprint_of(&fs::read(certs.join("server.crt")).unwrap())
+        .expect("the renewed server.crt is a certificate");
+    assert_ne!(wanted, first_fingerprint);
     wait_for("the renewed certificate", Duration::from_secs(30), || {
-        (served_fingerprint("127.0.0.2") == wanted).then_some(())
+        (served_fingerprint("127.0.0.2").as_ref() == Some(&wanted)).then_some(())
     });
     node.assert_logged("certificates: ");
     assert_eq!(postmaster(), before, "the server was restarted");

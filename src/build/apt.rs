@@ -190,7 +190,7 @@ pub fn derive(
         });
     }
     let mut text = format!(
-        "# Written by `spilo build install` for the spec's source {:?}.\n",
+        "# Written by `spilo-build install` for the spec's source {:?}.\n",
         source.name
     );
     let mut suites = Vec::new();
@@ -212,7 +212,7 @@ pub fn derive(
 /// apt preferences: every extra suite at its source's pin, and the
 /// packages a major asks for from its own source above everything else.
 pub fn pins(low: &[(Vec<String>, i32)], wanted: &[(Vec<String>, Vec<String>)]) -> String {
-    let mut text = String::from("# Written by `spilo build install`.\n");
+    let mut text = String::from("# Written by `spilo-build install`.\n");
     for (suites, pin) in low {
         for suite in suites {
             text.push_str(&format!(

@@ -1,101 +1,45 @@
-//! `spilo build compress`: every major but the default is packed into its
+//! `spilo-build compress`: every major but the default is packed into its
 //! own archive (what only that major needs: its tree and the libraries no
-//! other part of the image uses), and `unpack_if_needed` is what `spilo init`
-//! calls to unpack one major into a writable place before Patroni starts.
-//!
-//! Archives live in `<postgres root>/archives/<N>.tar.zst` (or `.tar.gz`)
-//! with `<N>.json` beside them. An unpacked major is relocated: PostgreSQL
-//! finds its share and lib directories relative to its binaries, and the
-//! libraries it brought are found through `library_path` (LD_LIBRARY_PATH).
-//! None of them shadow a library of the image: each was removed from it.
+//! other part of the image uses). The archive format, and the unpacking
+//! `spilo init` does, are `spilo_layout::archive`'s.
 
 use std::collections::BTreeSet;
 use std::fs::File;
-use std::io::{BufReader, BufWriter, Write};
+use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
-use serde::{Deserialize, Serialize};
+use spilo_layout::POSTGRES_ROOT;
+use spilo_layout::archive::{WINDOW_LOG, unpack};
 
 use super::dpkg::{self, Installed};
 use super::install::Selection;
-use super::layout::{ARCHIVE_SUBDIR, POSTGRES_ROOT};
 use super::slim::{mib, walk};
 use super::spec::Spec;
 use super::{BuildError, Progress, under};
 
-/// zstd's long-distance window (128 MiB, as `zstd --long`): the majors'
-/// trees repeat content far apart. Decoders accept it by default.
-const WINDOW_LOG: u32 = 27;
+/// What `pack` writes and where, for whoever packs a major (the host tests
+/// too).
+pub use spilo_layout::archive::{ArchiveInfo, Format, archive_dir, info_path};
 
 /// Parts of an exclusive package that are packed. Anything else of it (data
 /// under /usr/share, programs in /usr/bin) stays, since libraries find data
 /// by absolute path.
 const PACKED: [&str; 2] = ["/usr/lib/", "/usr/share/postgresql/"];
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum Format {
-    /// zstd -19 with a long window: a third of gzip's size, unpacks in well
-    /// under a second.
-    Zstd,
-    /// gzip (flate2): no smaller than the image layer's own gzip.
-    Gzip,
-}
-
-impl Format {
-    fn extension(self) -> &'static str {
-        match self {
-            Format::Zstd => "tar.zst",
-            Format::Gzip => "tar.gz",
-        }
+/// The level used when none is given: zstd's best before its "ultra"
+/// levels, gzip's best.
+fn default_level(format: Format) -> i32 {
+    match format {
+        Format::Zstd => 19,
+        Format::Gzip => 9,
     }
-
-    fn default_level(self) -> i32 {
-        match self {
-            Format::Zstd => 19,
-            Format::Gzip => 9,
-        }
-    }
-}
-
-/// `<N>.json` next to an archive: how to use it, and what `manifest` reports.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ArchiveInfo {
-    pub major: u32,
-    pub format: Format,
-    /// File name inside the archive directory.
-    pub file: String,
-    pub bytes: u64,
-    pub unpacked_bytes: u64,
-    pub files: u64,
-    /// Directories (relative to the unpack root) holding shared libraries.
-    pub library_dirs: Vec<PathBuf>,
-    pub extensions: Vec<String>,
-    /// The packages whose files are packed.
-    pub packages: Vec<String>,
-    /// Unpack time measured at build.
-    pub unpack_seconds: f64,
-}
-
-pub fn archive_dir(postgres_root: &Path) -> PathBuf {
-    postgres_root.join(ARCHIVE_SUBDIR)
-}
-
-pub fn info_path(postgres_root: &Path, major: u32) -> PathBuf {
-    archive_dir(postgres_root).join(format!("{major}.json"))
-}
-
-pub fn read_info(postgres_root: &Path, major: u32) -> Result<ArchiveInfo, BuildError> {
-    let path = info_path(postgres_root, major);
-    let text = std::fs::read_to_string(&path).map_err(|e| BuildError::io("read", &path, e))?;
-    serde_json::from_str(&text).map_err(|source| BuildError::Json { path, source })
 }
 
 pub fn run(root: &Path, spec: &Spec, format: Format, level: Option<i32>) -> Result<(), BuildError> {
     let progress = Progress::start("compress");
-    let level = level.unwrap_or(format.default_level());
+    let level = level.unwrap_or(default_level(format));
     let selection = Selection::load(root)?;
     let installed = Installed::query()?;
     let default = spec.image.default_major;
@@ -322,83 +266,6 @@ fn resolve(root: &Path, link: &Path) -> Result<PathBuf, BuildError> {
     )))
 }
 
-/// Unpacks `archive` into `dest` (created).
-pub fn unpack(archive: &Path, format: Format, dest: &Path) -> Result<(), BuildError> {
-    let file = File::open(archive).map_err(|e| BuildError::io("open", archive, e))?;
-    let file = BufReader::new(file);
-    std::fs::create_dir_all(dest).map_err(|e| BuildError::io("create", dest, e))?;
-    let unpack = |reader: &mut dyn std::io::Read| {
-        let mut tar = tar::Archive::new(reader);
-        tar.set_preserve_permissions(true);
-        tar.set_preserve_mtime(true);
-        tar.unpack(dest)
-            .map_err(|e| BuildError::io("unpack", archive, e))
-    };
-    match format {
-        Format::Zstd => {
-            let mut dec =
-                zstd::Decoder::with_buffer(file).map_err(|e| BuildError::io("open", archive, e))?;
-            dec.window_log_max(WINDOW_LOG)
-                .map_err(|e| BuildError::io("open", archive, e))?;
-            unpack(&mut dec)
-        }
-        Format::Gzip => unpack(&mut flate2::read::GzDecoder::new(file)),
-    }
-}
-
-/// An unpacked major: configure with `postgres_root`, run PostgreSQL with
-/// `library_path` in LD_LIBRARY_PATH.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Unpacked {
-    pub postgres_root: PathBuf,
-    pub library_path: Vec<PathBuf>,
-    /// False when an earlier start of this container had unpacked it.
-    pub fresh: bool,
-    pub seconds: f64,
-}
-
-/// Unpacks `major` into `<dest>/<major>` unless it is installed uncompressed
-/// (`None`) or already unpacked there. Only that major is touched.
-pub fn unpack_if_needed(
-    postgres_root: &Path,
-    major: u32,
-    dest: &Path,
-) -> Result<Option<Unpacked>, BuildError> {
-    if postgres_root.join(major.to_string()).join("bin").is_dir() {
-        return Ok(None);
-    }
-    let info = read_info(postgres_root, major)?;
-    let archive = archive_dir(postgres_root).join(&info.file);
-    let target = dest.join(major.to_string());
-    let marker = target.join(".spilo-unpacked");
-    let stamp = format!("{} {}\n", info.file, info.bytes);
-    let started = Instant::now();
-    let fresh = match std::fs::read_to_string(&marker) {
-        Ok(text) if text == stamp => false,
-        _ => {
-            // A partial unpack from an interrupted start is replaced whole.
-            let tmp = dest.join(format!(".{major}.unpacking"));
-            for stale in [&tmp, &target] {
-                if stale.exists() {
-                    std::fs::remove_dir_all(stale)
-                        .map_err(|e| BuildError::io("remove", stale, e))?;
-                }
-            }
-            unpack(&archive, info.format, &tmp)?;
-            std::fs::write(tmp.join(".spilo-unpacked"), &stamp)
-                .map_err(|e| BuildError::io("write", &tmp, e))?;
-            std::fs::rename(&tmp, &target).map_err(|e| BuildError::io("rename", &tmp, e))?;
-            true
-        }
-    };
-    Ok(Some(Unpacked {
-        postgres_root: under(&target, POSTGRES_ROOT),
-        library_path: info.library_dirs.iter().map(|d| target.join(d)).collect(),
-        fresh,
-        seconds: started.elapsed().as_secs_f64(),
-    }))
-}
-
 /// Directories holding shared libraries, outside PostgreSQL's own tree
 /// (its modules are loaded by path).
 fn library_dirs(unpacked: &Path) -> Result<Vec<PathBuf>, BuildError> {
@@ -527,6 +394,8 @@ fn tempdir(root: &Path, major: u32) -> Result<PathBuf, BuildError> {
 
 #[cfg(test)]
 mod tests {
+    use spilo_layout::archive::unpack_if_needed;
+
     use super::*;
 
     fn put(root: &Path, path: &str, text: &str) {
@@ -639,34 +508,5 @@ mod tests {
                 vec![PathBuf::from("usr/lib/x86_64-linux-gnu")]
             );
         }
-    }
-
-    #[test]
-    fn an_installed_major_is_not_unpacked() {
-        let (dir, pg_root) = fixture(Format::Zstd);
-        std::fs::create_dir_all(pg_root.join("17/bin")).unwrap();
-        assert_eq!(
-            unpack_if_needed(&pg_root, 17, &dir.path().join("dest")).unwrap(),
-            None
-        );
-        assert!(!dir.path().join("dest").exists());
-    }
-
-    #[test]
-    fn an_interrupted_unpack_is_redone() {
-        let (dir, pg_root) = fixture(Format::Zstd);
-        let dest = dir.path().join("dest");
-        std::fs::create_dir_all(dest.join("15/usr")).unwrap();
-        std::fs::write(dest.join("15/usr/half"), "x").unwrap();
-        let unpacked = unpack_if_needed(&pg_root, 15, &dest).unwrap().unwrap();
-        assert!(unpacked.fresh);
-        assert!(!dest.join("15/usr/half").exists());
-    }
-
-    #[test]
-    fn a_major_without_archive_is_an_error() {
-        let dir = tempfile::tempdir().unwrap();
-        let err = unpack_if_needed(dir.path(), 13, &dir.path().join("d")).unwrap_err();
-        assert!(err.to_string().contains("13.json"), "{err}");
     }
 }

@@ -1,4 +1,4 @@
-//! `spilo build install`: the spec's user, apt sources, pins and packages
+//! `spilo-build install`: the spec's user, apt sources, pins and packages
 //! on the running (rootfs stage) system. Never creates a database cluster.
 
 use std::collections::BTreeMap;

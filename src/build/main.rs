@@ -1,11 +1,12 @@
-//! `spilo-build`: the `spilo build` steps alone, built from this directory
-//! by the Dockerfile (see Cargo.toml here).
+//! `spilo-build`: the image's build steps, run by the Dockerfile's rootfs
+//! stage (see lib.rs).
 
 use std::process::ExitCode;
 
 use clap::Parser;
 
-/// Assemble the image from image/spec.toml (the steps of `spilo build`).
+/// Assemble the image from image/spec.toml: install → slim → [compress] →
+/// manifest.
 #[derive(Parser)]
 #[command(version, about)]
 struct Cli {

@@ -1,43 +1,18 @@
-//! `spilo build manifest`: what the image holds, per major, with exact
-//! package versions and extensions, at a fixed path that `spilo manifest`
-//! prints (and the OCI label `io.spilo.manifest` names).
+//! `spilo-build manifest`: writes the image's manifest (its types and
+//! path are `spilo_layout::manifest`'s, which `spilo manifest` prints).
 
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use serde::{Deserialize, Serialize};
+use spilo_layout::POSTGRES_ROOT;
+use spilo_layout::archive::read_info;
+use spilo_layout::manifest::{MANIFEST, MajorEntry, Manifest};
 
-use super::compress::{self, ArchiveInfo};
+use super::compress;
 use super::dpkg::Installed;
 use super::install::Selection;
-use super::layout::POSTGRES_ROOT;
 use super::spec::Spec;
 use super::{BuildError, Progress, under};
-
-pub const MANIFEST: &str = "/usr/share/spilo/manifest.json";
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Manifest {
-    pub spilo: String,
-    pub base: String,
-    pub default_major: u32,
-    pub majors: Vec<MajorEntry>,
-    /// Package → version, for everything outside the majors.
-    pub global: BTreeMap<String, String>,
-    pub locales: Vec<String>,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct MajorEntry {
-    pub major: u32,
-    pub source: String,
-    pub packages: BTreeMap<String, String>,
-    /// Optional packages its source does not have.
-    pub skipped: Vec<String>,
-    pub extensions: Vec<String>,
-    /// Set when the major ships packed (COMPRESS=true).
-    pub archive: Option<ArchiveInfo>,
-}
 
 pub fn run(root: &Path, spec: &Spec, spec_path: &Path) -> Result<(), BuildError> {
     let progress = Progress::start("manifest");
@@ -104,7 +79,7 @@ pub fn build(
         let archive = if unpacked {
             None
         } else {
-            Some(compress::read_info(&postgres_root, major.version)?)
+            Some(read_info(&postgres_root, major.version)?)
         };
         let extensions = match &archive {
             Some(info) => info.extensions.clone(),
@@ -138,12 +113,4 @@ pub fn build(
         global,
         locales: spec.image.locales.clone(),
     })
-}
-
-/// `spilo manifest`: the image's manifest, as written at build.
-pub fn print(out: &mut dyn std::io::Write) -> Result<(), BuildError> {
-    let path = Path::new(MANIFEST);
-    let text = std::fs::read_to_string(path).map_err(|e| BuildError::io("read", path, e))?;
-    out.write_all(text.as_bytes())
-        .map_err(|e| BuildError::io("write", Path::new("standard output"), e))
 }

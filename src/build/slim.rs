@@ -1,4 +1,4 @@
-//! `spilo build slim`: removes what a running container never reads (the
+//! `spilo-build slim`: removes what a running container never reads (the
 //! spec's list, static libraries) and turns identical files into hard links,
 //! which both the image layer and its gzip store once.
 

@@ -131,7 +131,7 @@ impl PamOauth2 {
     /// refuses exactly what the module would refuse at every login.
     fn parse(raw: &str) -> Result<Self, ConfigError> {
         let arguments = raw.split_whitespace().collect::<Vec<_>>().join(" ");
-        pam_oauth2::Config::parse_pam_arguments(&arguments)
+        pam_oauth2_args::Config::parse_pam_arguments(&arguments)
             .map_err(|e| ConfigError::invalid("PAM_OAUTH2", raw, e.to_string()))?;
         Ok(PamOauth2 { arguments })
     }

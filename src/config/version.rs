@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use super::error::ConfigError;
 
 /// Where the per-major trees live (`<root>/<major>/bin`), and where the
-/// packed ones are: the image's layout, defined with the build steps.
-pub use crate::build::layout::{ARCHIVE_SUBDIR, POSTGRES_ROOT as DEFAULT_POSTGRES_ROOT};
+/// packed ones are: the image's layout, shared with the build steps.
+pub use spilo_layout::{ARCHIVE_SUBDIR, POSTGRES_ROOT as DEFAULT_POSTGRES_ROOT};
 
 /// Why a major was chosen, for the log line that reports it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,4 +1,4 @@
-//! Images built with `spilo build compress` keep all but the default
+//! Images built with `spilo-build compress` keep all but the default
 //! major packed. The one this container runs is unpacked under RW_DIR
 //! first; the model is then rebuilt against the unpacked tree (bin_dir,
 //! preloadable libraries) and the children find its shared libraries
@@ -6,20 +6,20 @@
 
 use std::path::Path;
 
+use spilo_layout::{LayoutError, archive};
 use tracing::info;
 
-use crate::build::{BuildError, compress};
 use crate::config::{Config, ConfigError, Env, System};
 
 #[derive(Debug, thiserror::Error)]
 pub enum MajorError {
     #[error("unpacking PostgreSQL {major}: {source}")]
-    Unpack { major: u32, source: BuildError },
+    Unpack { major: u32, source: LayoutError },
     #[error(transparent)]
     Config(#[from] ConfigError),
 }
 
-/// Where packed majors are unpacked (`<dir>/<major>`), as `spilo build
+/// Where packed majors are unpacked (`<dir>/<major>`), as `spilo-build
 /// unpack` does by default with RW_DIR=/run.
 fn unpack_dir(config: &Config) -> std::path::PathBuf {
     config.paths.rw_dir.join("spilo/majors")
@@ -40,7 +40,7 @@ pub fn prepare(
     postgres_root: &Path,
 ) -> Result<Option<Unpacked>, MajorError> {
     let major = config.version.major;
-    let unpacked = compress::unpack_if_needed(postgres_root, major, &unpack_dir(config))
+    let unpacked = archive::unpack_if_needed(postgres_root, major, &unpack_dir(config))
         .map_err(|source| MajorError::Unpack { major, source })?;
     let Some(unpacked) = unpacked else {
         return Ok(None);

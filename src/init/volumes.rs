@@ -299,9 +299,10 @@ mod tests {
         assert!(err.contains("cannot take it over"), "{err}");
     }
 
+    // Needs root (chown to another uid): the host tier.
+    #[cfg(feature = "host-tests")]
     #[test]
     fn the_owner_walk_fixes_only_what_is_wrong() {
-        // Needs root, as the tests run in CI.
         let dir = tempfile::tempdir().unwrap();
         let data = dir.path().join("data");
         fs::create_dir_all(data.join("base/1")).unwrap();

@@ -206,7 +206,7 @@ fn pam_files(config: &Config, out: &mut Vec<Output>) -> Result<(), RenderError> 
         let text = templates::render("pam-postgresql.j2", json!({ "arguments": pam.arguments }))?;
         // libpam before 1.6 cuts longer lines and reads the rest as a line
         // of its own: every login through the service would fail.
-        let max = pam_oauth2::config::PAM_MAX_LINE;
+        let max = pam_oauth2_args::PAM_MAX_LINE;
         if let Some(line) = text.lines().find(|l| l.len() > max) {
             return Err(RenderError::Unusable {
                 var: "PAM_OAUTH2",

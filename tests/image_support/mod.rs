@@ -3,15 +3,19 @@
 //! binary through the Dockerfile, and containers and networks that remove
 //! themselves when dropped (also when a test fails).
 //!
-//! CONTAINER_ENGINE picks the engine (podman, default, or docker); CACERT
-//! a CA bundle passed as the build secret `cacert` (default: the host's,
-//! when present). The base image is made with debootstrap when missing.
+//! The engine is docker (its BuildKit, through the buildx plugin) when
+//! `docker buildx version` and `docker info` answer, else podman (built
+//! with `--format docker`, tests/podman/containers.conf);
+//! CONTAINER_ENGINE overrides, and tests/image_podman.rs always uses
+//! podman. CACERT is a CA bundle passed as the build secret `cacert`
+//! (default: the host's, when present). The base image is made with
+//! debootstrap (scripts/base-image.sh) when the engine lacks it.
 
 #![allow(dead_code)] // each test binary uses its own part
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
 use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::thread::sleep;
 use std::time::{Duration, Instant};
@@ -33,8 +37,36 @@ pub fn serial() -> MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-pub fn engine() -> String {
-    std::env::var("CONTAINER_ENGINE").unwrap_or_else(|_| "podman".into())
+static ENGINE: OnceLock<String> = OnceLock::new();
+
+/// The engine of this test binary, chosen once.
+pub fn engine() -> &'static str {
+    ENGINE.get_or_init(|| match std::env::var("CONTAINER_ENGINE") {
+        Ok(chosen) if !chosen.is_empty() => chosen,
+        _ if docker_builds() => "docker".into(),
+        _ => "podman".into(),
+    })
+}
+
+/// Makes this test binary use `name`, whatever CONTAINER_ENGINE says;
+/// called before anything else uses the engine.
+pub fn use_engine(name: &str) {
+    let chosen = ENGINE.get_or_init(|| name.to_owned());
+    assert_eq!(chosen, name, "the engine was chosen before use_engine");
+}
+
+/// Docker with BuildKit: the buildx plugin and a daemon that answers.
+fn docker_builds() -> bool {
+    let answers = |args: &[&str]| {
+        Command::new("timeout")
+            .args(["30", "docker"])
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    answers(&["buildx", "version"]) && answers(&["info"])
 }
 
 /// The engine, with the project's podman settings unless the caller has
@@ -53,7 +85,7 @@ pub fn engine_command(program: &str) -> Command {
 /// An engine command bounded in time (runs, execs, inspections).
 pub fn cmd() -> Command {
     let mut cmd = engine_command("timeout");
-    cmd.args(["--kill-after=10", "600", &engine()]);
+    cmd.args(["--kill-after=10", "600", engine()]);
     cmd
 }
 
@@ -84,6 +116,7 @@ pub fn build(tag: &str, extra: &[&str]) -> Result<(), String> {
     let root = env!("CARGO_MANIFEST_DIR");
     if !exists(BASE) {
         let status = engine_command(&format!("{root}/scripts/base-image.sh"))
+            .env("CONTAINER_ENGINE", engine())
             .arg(BASE)
             .status()
             .map_err(|e| format!("scripts/base-image.sh: {e}"))?;
@@ -91,8 +124,12 @@ pub fn build(tag: &str, extra: &[&str]) -> Result<(), String> {
             return Err(format!("scripts/base-image.sh: {status}"));
         }
     }
+    let mut build = engine_command(engine());
     let mut args: Vec<String> = vec!["build".into(), "-t".into(), tag.into()];
-    if engine() == "podman" {
+    if engine() == "docker" {
+        build.env("DOCKER_BUILDKIT", "1");
+        args.push("--progress=plain".into());
+    } else {
         // HEALTHCHECK is part of the docker format only.
         args.extend(["--format".into(), "docker".into()]);
     }
@@ -105,11 +142,12 @@ pub fn build(tag: &str, extra: &[&str]) -> Result<(), String> {
     args.push(root.into());
     let started = Instant::now();
     // A cold build takes many minutes: bounded by the CI job, not here.
-    let status = engine_command(&engine())
-        .args(&args)
-        .status()
-        .map_err(|e| e.to_string())?;
-    eprintln!("built {tag} in {:.0}s", started.elapsed().as_secs_f64());
+    let status = build.args(&args).status().map_err(|e| e.to_string())?;
+    eprintln!(
+        "built {tag} with {} in {:.0}s",
+        engine(),
+        started.elapsed().as_secs_f64()
+    );
     if status.success() {
         Ok(())
     } else {
@@ -230,9 +268,40 @@ impl Container {
         )
     }
 
+    /// A field of `inspect`, e.g. `{{.State.Running}}`.
+    pub fn inspect(&self, format: &str) -> String {
+        ok(&["inspect", "--format", format, &self.name])
+            .trim()
+            .to_owned()
+    }
+
     pub fn running(&self) -> bool {
         let out = output(&["inspect", "--format", "{{.State.Running}}", &self.name]);
         String::from_utf8_lossy(&out.stdout).trim() == "true"
+    }
+
+    /// Waits until the image's HEALTHCHECK passes. Podman runs it on
+    /// demand (its timers need systemd); docker runs it every interval
+    /// (30 s) and reports the result.
+    pub fn wait_healthy(&self) {
+        if engine() == "podman" {
+            ok(&["healthcheck", "run", &self.name]);
+            return;
+        }
+        wait_for(
+            Duration::from_secs(150),
+            &format!("{} healthy", self.name),
+            || match self.inspect("{{.State.Health.Status}}").as_str() {
+                "healthy" => Some(()),
+                "unhealthy" => panic!(
+                    "{} unhealthy: {}",
+                    self.name,
+                    self.inspect("{{json .State.Health}}")
+                ),
+                _ => None,
+            },
+            || self.inspect("{{json .State.Health}}"),
+        );
     }
 
     /// Waits until PostgreSQL answers as the superuser over TCP with SSL.
@@ -259,7 +328,7 @@ impl Container {
 
 impl Drop for Container {
     fn drop(&mut self) {
-        let _ = output(&["rm", "-f", &self.name]);
+        let _ = output(&["rm", "-f", "-v", &self.name]);
     }
 }
 

@@ -523,12 +523,28 @@ mod tests {
                 .is_empty()
         );
         assert!(pem_certificates(b"-----BEGIN CERTIFICATE-----\nAAAA").is_empty());
-        // The system bundle, if this machine has one.
-        if let Some(bundle) = openssl_probe::probe().cert_file {
-            if let Ok(text) = std::fs::read(&bundle) {
-                assert_eq!(ders(&pem_certificates(&text)), reference(&text));
-            }
+        // A bundle as distributions ship it: comment headers, blank lines,
+        // certificates of several key types.
+        let mut bundle = String::new();
+        for (i, alg) in [
+            &rcgen::PKCS_ECDSA_P256_SHA256,
+            &rcgen::PKCS_ECDSA_P384_SHA384,
+            &rcgen::PKCS_ED25519,
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let key = rcgen::KeyPair::generate_for(alg).expect("key");
+            let cert = rcgen::CertificateParams::new(vec![format!("ca{i}.example")])
+                .expect("params")
+                .self_signed(&key)
+                .expect("cert");
+            bundle.push_str(&format!("\n# Issuer: CN=ca{i}\n# Label: \"ca{i}\"\n"));
+            bundle.push_str(&cert.pem());
         }
+        let got = ders(&pem_certificates(bundle.as_bytes()));
+        assert_eq!(got.len(), 3);
+        assert_eq!(got, reference(bundle.as_bytes()));
     }
 
     #[test]

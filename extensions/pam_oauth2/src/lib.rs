@@ -16,10 +16,13 @@
 use std::ffi::{c_char, c_int};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
-pub mod config;
 pub mod http;
 pub mod pam;
 pub mod verify;
+
+/// The module's arguments, parsed by a crate of their own that
+/// `spilo configure` shares.
+pub use pam_oauth2_args as config;
 
 pub use config::{Config, ConfigError};
 pub use http::FetchError;

@@ -1,6 +1,6 @@
 //! Test fixtures shared by the integration tests, the benchmark and the leak
 //! check: a throw-away CA, an HTTPS tokeninfo server on 127.0.0.1, PAM
-//! service files under /etc/pam.d, pamtester, and a /dev/log listener.
+//! service files under /etc/pam.d, pamtester, and a syslog listener.
 #![allow(dead_code)]
 
 use std::collections::HashMap;
@@ -14,7 +14,9 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use std::ffi::{CStr, OsStr, c_int, c_void};
+use std::ffi::{CStr, CString, OsStr, c_int, c_void};
+use std::os::unix::ffi::OsStringExt;
+use std::os::unix::process::CommandExt;
 
 use pam_oauth2::pam;
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
@@ -443,6 +445,12 @@ pub fn pamtester_with(
         cmd.env_remove(var);
     }
     cmd.envs(env.iter().copied());
+    if let Some(socket) = syslog().private.clone() {
+        // SAFETY: private_dev_log makes only async-signal-safe calls.
+        unsafe {
+            cmd.pre_exec(move || private_dev_log(&socket));
+        }
+    }
     let mut child = cmd
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -464,9 +472,12 @@ pub fn pamtester_with(
     }
 }
 
-/// Messages received on /dev/log while the tests run.
+/// Messages the module logs while the tests run.
 pub struct Syslog {
     lines: Mutex<Vec<String>>,
+    /// Our socket when a syslog daemon serves /dev/log: pamtester then
+    /// runs in a mount namespace with it bound over /dev/log.
+    private: Option<CString>,
 }
 
 impl Syslog {
@@ -492,32 +503,51 @@ impl Syslog {
     }
 }
 
-extern "C" fn remove_dev_log() {
-    let _ = std::fs::remove_file("/dev/log");
+static SOCKET: OnceLock<PathBuf> = OnceLock::new();
+
+extern "C" fn remove_socket() {
+    if let Some(path) = SOCKET.get() {
+        let _ = std::fs::remove_file(path);
+    }
 }
 
-/// Listen on /dev/log if no syslog daemon does, so tests can read what the
-/// module logs. `None` when a real syslog owns /dev/log (log assertions are
-/// then skipped). The socket is removed when the test process exits.
-pub fn syslog() -> Option<&'static Syslog> {
-    static SYSLOG: OnceLock<Option<&'static Syslog>> = OnceLock::new();
-    *SYSLOG.get_or_init(|| {
-        let path = Path::new("/dev/log");
-        if path.exists() || path.is_symlink() {
-            let probe = UnixDatagram::unbound().ok()?;
-            if probe.connect(path).is_ok() {
-                eprintln!("note: /dev/log is served by a syslog daemon; log assertions skipped");
-                return None;
-            }
-            std::fs::remove_file(path).ok()?;
+/// Listens for what the module logs: on /dev/log when no syslog daemon
+/// does, else on a socket of its own that pamtester sees as /dev/log.
+/// The socket is removed when the test process exits. Panics when it
+/// cannot listen: the log assertions are part of the tests.
+pub fn syslog() -> &'static Syslog {
+    static SYSLOG: OnceLock<&'static Syslog> = OnceLock::new();
+    SYSLOG.get_or_init(|| {
+        let dev_log = Path::new("/dev/log");
+        let served = UnixDatagram::unbound()
+            .and_then(|probe| probe.connect(dev_log))
+            .is_ok();
+        let path = if served {
+            std::env::temp_dir().join(format!("spilo-oauth2-test-log-{}", std::process::id()))
+        } else {
+            dev_log.to_owned()
+        };
+        if path.symlink_metadata().is_ok() {
+            std::fs::remove_file(&path)
+                .unwrap_or_else(|e| panic!("remove the stale {}: {e}", path.display()));
         }
-        let sock = UnixDatagram::bind(path).ok()?;
+        let sock = UnixDatagram::bind(&path).unwrap_or_else(|e| {
+            panic!(
+                "listen on {}: {e}; these tests must run as root",
+                path.display()
+            )
+        });
+        SOCKET.set(path.clone()).expect("one syslog listener");
         // SAFETY: registering a plain extern "C" fn with no captured state.
         unsafe {
-            libc::atexit(remove_dev_log);
+            libc::atexit(remove_socket);
         }
+        let private = served.then(|| {
+            CString::new(path.into_os_string().into_vec()).expect("socket path without NUL")
+        });
         let log: &'static Syslog = Box::leak(Box::new(Syslog {
             lines: Mutex::new(Vec::new()),
+            private,
         }));
         thread::spawn(move || {
             let mut buf = vec![0u8; 65536];
@@ -529,8 +559,39 @@ pub fn syslog() -> Option<&'static Syslog> {
                 }
             }
         });
-        Some(log)
+        log
     })
+}
+
+/// In a forked child: a mount namespace of its own, with `socket` bound
+/// over /dev/log (the daemon's socket stays untouched outside).
+fn private_dev_log(socket: &CStr) -> std::io::Result<()> {
+    let check = |rc: c_int| {
+        if rc == 0 {
+            Ok(())
+        } else {
+            Err(std::io::Error::last_os_error())
+        }
+    };
+    // SAFETY: plain system calls with valid C strings and null options;
+    // nothing is allocated between fork and exec.
+    unsafe {
+        check(libc::unshare(libc::CLONE_NEWNS))?;
+        check(libc::mount(
+            c"none".as_ptr(),
+            c"/".as_ptr(),
+            std::ptr::null(),
+            libc::MS_REC | libc::MS_PRIVATE,
+            std::ptr::null(),
+        ))?;
+        check(libc::mount(
+            socket.as_ptr(),
+            c"/dev/log".as_ptr(),
+            std::ptr::null(),
+            libc::MS_BIND,
+            std::ptr::null(),
+        ))
+    }
 }
 
 /// Resident set size of this process in KiB.

@@ -1,16 +1,15 @@
-//! `spilo build`: the steps the Dockerfile's rootfs stage runs to assemble
+//! `spilo-build`: the steps the Dockerfile's rootfs stage runs to assemble
 //! the image from image/spec.toml (install → slim → [compress] → manifest).
 //!
-//! This directory is also a crate of its own (Cargo.toml here, main.rs the
-//! `spilo-build` binary): the Dockerfile builds that from src/build alone,
-//! so a change to runtime code leaves the tool, and the package layers it
-//! makes, to the build cache. Nothing here may use the rest of `spilo`.
+//! It depends on `spilo-layout` only, never on the runtime crate: the
+//! Dockerfile builds it from src/build and src/layout alone, so a change to
+//! runtime code leaves the tool, and the package layers it makes, to the
+//! build cache.
 
 pub mod apt;
 pub mod compress;
 pub mod dpkg;
 pub mod install;
-pub mod layout;
 pub mod manifest;
 pub mod slim;
 pub mod spec;
@@ -20,8 +19,11 @@ use std::process::{Command, Stdio};
 use std::time::Instant;
 
 use clap::{Args, Subcommand};
+use spilo_layout::archive::{self, Format};
+use spilo_layout::{LayoutError, POSTGRES_ROOT};
 
 pub use spec::Spec;
+pub use spilo_layout::under;
 
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
@@ -39,11 +41,13 @@ pub enum BuildError {
     Apt(String),
     #[error("{0}")]
     Check(String),
-    #[error("manifest {}: {source}", path.display())]
+    #[error("JSON {}: {source}", path.display())]
     Json {
         path: PathBuf,
         source: serde_json::Error,
     },
+    #[error(transparent)]
+    Layout(#[from] LayoutError),
 }
 
 impl BuildError {
@@ -73,8 +77,8 @@ pub enum Step {
     Slim,
     /// Pack every major but the default into its own archive.
     Compress {
-        #[arg(long, value_enum, default_value_t = compress::Format::Zstd)]
-        format: compress::Format,
+        #[arg(long, value_enum, default_value_t = Format::Zstd)]
+        format: Format,
         /// Compression level (zstd 1-22, gzip 0-9); default per format.
         #[arg(long)]
         level: Option<i32>,
@@ -87,7 +91,7 @@ pub enum Step {
         /// Where majors are unpacked (`<dest>/<major>`).
         #[arg(long, default_value = "/run/spilo/majors")]
         dest: PathBuf,
-        #[arg(long, env = "SPILO_POSTGRES_ROOT", default_value = layout::POSTGRES_ROOT)]
+        #[arg(long, env = "SPILO_POSTGRES_ROOT", default_value = POSTGRES_ROOT)]
         postgres_root: PathBuf,
     },
 }
@@ -106,7 +110,7 @@ pub fn main(args: &BuildArgs) -> Result<(), BuildError> {
             dest,
             postgres_root,
         } => {
-            match compress::unpack_if_needed(postgres_root, *major, dest)? {
+            match archive::unpack_if_needed(postgres_root, *major, dest)? {
                 None => println!("PostgreSQL {major} is installed unpacked"),
                 Some(u) => println!(
                     "PostgreSQL {major}: {} in {:.3}s; postgres root {}, libraries {}",
@@ -145,7 +149,7 @@ impl Progress {
 
     pub fn say(&self, what: &str) {
         println!(
-            "==> spilo build {} [{:6.1}s] {what}",
+            "==> spilo-build {} [{:6.1}s] {what}",
             self.step,
             self.start.elapsed().as_secs_f64()
         );
@@ -197,10 +201,4 @@ pub fn stdout_of(cmd: &mut Command) -> Result<String, BuildError> {
         command: what,
         reason: format!("output is not UTF-8: {e}"),
     })
-}
-
-/// `path` (absolute, as in the image) under `root`.
-pub fn under(root: &Path, path: impl AsRef<Path>) -> PathBuf {
-    let path = path.as_ref();
-    root.join(path.strip_prefix("/").unwrap_or(path))
 }

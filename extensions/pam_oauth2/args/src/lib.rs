@@ -1,4 +1,9 @@
-//! Module arguments: `<tokeninfo URL> <login field> [option=value | key=value ...]`.
+//! The `pam_oauth2` module's arguments: `<tokeninfo URL> <login field>
+//! [option=value | key=value ...]`.
+//!
+//! A crate of its own, without libpam, TLS or an HTTP client, so that
+//! `spilo configure` checks `PAM_OAUTH2` with the module's very parser
+//! and refuses exactly what the module would refuse at every login.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -251,7 +256,7 @@ fn validate_url(url: &str) -> Result<(), ConfigError> {
     if url.chars().any(|c| c.is_whitespace() || c.is_control()) || url.contains('#') {
         return Err(ConfigError::BadUrl(url_for_log(url)));
     }
-    match url.parse::<ureq::http::Uri>() {
+    match url.parse::<http::Uri>() {
         Ok(uri) if uri.host().is_some_and(|h| !h.is_empty()) => Ok(()),
         _ => Err(ConfigError::BadUrl(url_for_log(url))),
     }

@@ -1,0 +1,45 @@
+//! The image's manifest: what it holds, per major, with exact package
+//! versions and extensions, at a fixed path. `spilo-build manifest` writes
+//! it, `spilo manifest` prints it, and the OCI label `io.spilo.manifest`
+//! names it.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::LayoutError;
+use crate::archive::ArchiveInfo;
+
+pub const MANIFEST: &str = "/usr/share/spilo/manifest.json";
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Manifest {
+    pub spilo: String,
+    pub base: String,
+    pub default_major: u32,
+    pub majors: Vec<MajorEntry>,
+    /// Package → version, for everything outside the majors.
+    pub global: BTreeMap<String, String>,
+    pub locales: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MajorEntry {
+    pub major: u32,
+    pub source: String,
+    pub packages: BTreeMap<String, String>,
+    /// Optional packages its source does not have.
+    pub skipped: Vec<String>,
+    pub extensions: Vec<String>,
+    /// Set when the major ships packed (COMPRESS=true).
+    pub archive: Option<ArchiveInfo>,
+}
+
+/// `spilo manifest`: the image's manifest, as written at build.
+pub fn print(out: &mut dyn std::io::Write) -> Result<(), LayoutError> {
+    let path = Path::new(MANIFEST);
+    let text = std::fs::read_to_string(path).map_err(|e| LayoutError::io("read", path, e))?;
+    out.write_all(text.as_bytes())
+        .map_err(|e| LayoutError::io("write", Path::new("standard output"), e))
+}
