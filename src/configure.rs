@@ -4,7 +4,8 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use crate::config::{Config, ConfigError, Env, System};
-use crate::files::{self, Owner, WriteError};
+use crate::files::{self, IoError};
+use crate::init::account::Account;
 use crate::render::{self, Output, RenderError, Section};
 
 #[derive(Debug, thiserror::Error)]
@@ -15,7 +16,7 @@ pub enum ConfigureError {
     #[error(transparent)]
     Render(#[from] RenderError),
     #[error(transparent)]
-    Write(#[from] WriteError),
+    Write(#[from] IoError),
     #[error("standard output: {0}")]
     Stdout(std::io::Error),
 }
@@ -55,7 +56,9 @@ pub fn run(
     if options.dry_run {
         print(&outputs, options.show_secrets, out).map_err(ConfigureError::Stdout)?;
     } else {
-        files::write_all(&outputs, Owner::detect())?;
+        // Root without a postgres user (not the image) keeps what it writes.
+        let owner = Account::resolve().map(|a| a.owner()).unwrap_or_default();
+        files::write_all(&outputs, owner)?;
     }
     Ok(config)
 }

@@ -1,60 +1,61 @@
 //! Putting rendered files on disk: atomically (temp file + rename), with
-//! their modes, owned by postgres when we run as root, and untouched when
-//! they already hold the same bytes (so a re-run changes nothing).
+//! their modes, owned by the account PostgreSQL runs as when we are root
+//! (`Account::owner`), and untouched when they already hold the same bytes
+//! (so a re-run changes nothing). Also the one I/O error of the runtime:
+//! what was done, to which path.
 
 use std::fs::{self, OpenOptions};
 use std::io::{ErrorKind, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use nix::unistd::{Gid, Uid, User, chown};
+use nix::unistd::{Gid, Uid, chown};
 
 use crate::render::Output;
 
+/// A failed file system call: what it did, on which path, and why.
 #[derive(Debug, thiserror::Error)]
-#[error("{}: {what}: {source}", path.display())]
-pub struct WriteError {
-    pub path: PathBuf,
-    pub what: &'static str,
-    pub source: std::io::Error,
+#[error("{}: {action}: {source}", path.display())]
+pub struct IoError {
+    pub(crate) action: &'static str,
+    pub(crate) path: PathBuf,
+    pub(crate) source: std::io::Error,
 }
 
-fn err<'a>(path: &'a Path, what: &'static str) -> impl FnOnce(std::io::Error) -> WriteError + 'a {
-    move |source| WriteError {
-        path: path.to_owned(),
-        what,
-        source,
+impl IoError {
+    /// For `map_err`: the error of `action` on `path`.
+    pub(crate) fn at(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> Self {
+        move |source| IoError {
+            action,
+            path: path.to_owned(),
+            source,
+        }
+    }
+
+    /// The same for nix's errors.
+    pub(crate) fn at_nix(action: &'static str, path: &Path) -> impl FnOnce(nix::Error) -> Self {
+        move |e| Self::at(action, path)(e.into())
     }
 }
 
-/// Who should own what we write: postgres when we are root, else us.
-#[derive(Debug, Clone, Copy)]
-pub struct Owner(Option<(Uid, Gid)>);
+/// Who gets what we write: the account's uid and gid when we are root and
+/// PostgreSQL runs as another account; None leaves files to us.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Owner(pub(crate) Option<(Uid, Gid)>);
 
 impl Owner {
-    pub fn detect() -> Self {
-        if !Uid::effective().is_root() {
-            return Owner(None);
-        }
-        Owner(
-            User::from_name("postgres")
-                .ok()
-                .flatten()
-                .map(|u| (u.uid, u.gid)),
-        )
-    }
-
-    fn apply(&self, path: &Path) -> Result<(), WriteError> {
+    fn apply(&self, path: &Path) -> Result<(), IoError> {
         match self.0 {
-            Some((uid, gid)) => chown(path, Some(uid), Some(gid))
-                .map_err(|e| err(path, "chown")(std::io::Error::from(e))),
+            Some((uid, gid)) => {
+                chown(path, Some(uid), Some(gid)).map_err(IoError::at_nix("chown", path))
+            }
             None => Ok(()),
         }
     }
 }
 
 /// Writes every output; returns the paths that changed.
-pub fn write_all(outputs: &[Output], owner: Owner) -> Result<Vec<PathBuf>, WriteError> {
+pub(crate) fn write_all(outputs: &[Output], owner: Owner) -> Result<Vec<PathBuf>, IoError> {
     let mut changed = Vec::new();
     for output in outputs {
         let did_change = match output {
@@ -74,7 +75,7 @@ pub fn write_all(outputs: &[Output], owner: Owner) -> Result<Vec<PathBuf>, Write
 }
 
 /// Creates missing parents, owned like the files in them.
-fn ensure_dir(dir: &Path, owner: Owner) -> Result<(), WriteError> {
+fn ensure_dir(dir: &Path, owner: Owner) -> Result<(), IoError> {
     if dir.is_dir() {
         return Ok(());
     }
@@ -84,11 +85,11 @@ fn ensure_dir(dir: &Path, owner: Owner) -> Result<(), WriteError> {
     match fs::create_dir(dir) {
         Ok(()) => owner.apply(dir),
         Err(e) if e.kind() == ErrorKind::AlreadyExists => Ok(()),
-        Err(e) => Err(err(dir, "create directory")(e)),
+        Err(e) => Err(IoError::at("create directory", dir)(e)),
     }
 }
 
-fn write_file(path: &Path, contents: &[u8], mode: u32, owner: Owner) -> Result<bool, WriteError> {
+fn write_file(path: &Path, contents: &[u8], mode: u32, owner: Owner) -> Result<bool, IoError> {
     if let Ok(meta) = fs::metadata(path) {
         let same_mode = meta.permissions().mode() & 0o7777 == mode;
         if same_mode && fs::read(path).is_ok_and(|old| old == contents) {
@@ -109,14 +110,15 @@ fn write_file(path: &Path, contents: &[u8], mode: u32, owner: Owner) -> Result<b
             .truncate(true)
             .mode(mode)
             .open(&tmp)
-            .map_err(err(&tmp, "create"))?;
-        file.write_all(contents).map_err(err(&tmp, "write"))?;
+            .map_err(IoError::at("create", &tmp))?;
+        file.write_all(contents)
+            .map_err(IoError::at("write", &tmp))?;
         // The umask may have narrowed the mode given at creation.
         file.set_permissions(fs::Permissions::from_mode(mode))
-            .map_err(err(&tmp, "chmod"))?;
-        file.sync_all().map_err(err(&tmp, "sync"))?;
+            .map_err(IoError::at("chmod", &tmp))?;
+        file.sync_all().map_err(IoError::at("sync", &tmp))?;
         owner.apply(&tmp)?;
-        fs::rename(&tmp, path).map_err(err(path, "rename into place"))
+        fs::rename(&tmp, path).map_err(IoError::at("rename into place", path))
     })();
     if result.is_err() {
         let _ = fs::remove_file(&tmp);
@@ -125,18 +127,18 @@ fn write_file(path: &Path, contents: &[u8], mode: u32, owner: Owner) -> Result<b
 }
 
 /// Points `link` at `target`, replacing whatever is there atomically.
-fn symlink(link: &Path, target: &Path) -> Result<bool, WriteError> {
+fn symlink(link: &Path, target: &Path) -> Result<bool, IoError> {
     if fs::read_link(link).is_ok_and(|t| t == target) {
         return Ok(false);
     }
     let dir = link.parent().unwrap_or(Path::new("/"));
-    fs::create_dir_all(dir).map_err(err(dir, "create directory"))?;
+    fs::create_dir_all(dir).map_err(IoError::at("create directory", dir))?;
     let tmp = dir.join(format!(".postgres.yml.{}.link", std::process::id()));
     let _ = fs::remove_file(&tmp);
-    std::os::unix::fs::symlink(target, &tmp).map_err(err(&tmp, "symlink"))?;
+    std::os::unix::fs::symlink(target, &tmp).map_err(IoError::at("symlink", &tmp))?;
     fs::rename(&tmp, link).map_err(|e| {
         let _ = fs::remove_file(&tmp);
-        err(link, "rename into place")(e)
+        IoError::at("rename into place", link)(e)
     })?;
     Ok(true)
 }

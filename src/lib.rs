@@ -6,6 +6,6 @@
 
 pub mod config;
 pub mod configure;
-pub mod files;
+pub(crate) mod files;
 pub mod init;
 pub mod render;

@@ -180,7 +180,8 @@ struct Pod {
     dir: tempfile::TempDir,
     token: String,
     spec: PathBuf,
-    config: Config,
+    /// Patroni's callback commands, by action.
+    callbacks: serde_json::Map<String, Value>,
 }
 
 impl Pod {
@@ -231,10 +232,10 @@ impl Pod {
             postgres_root: root,
             ..System::default()
         };
-        let mut config = Config::build(&Env::from_pairs(pairs), &system).expect("valid pod");
-        let spec = match hooks::install(&mut config, Path::new(env!("CARGO_BIN_EXE_spilo")))
-            .expect("hook spec")
-        {
+        let config = Config::build(&Env::from_pairs(pairs), &system).expect("valid pod");
+        let install =
+            hooks::install(&config, Path::new(env!("CARGO_BIN_EXE_spilo"))).expect("hook spec");
+        let spec = match install.spec {
             Output::File { path, contents, .. } => {
                 std::fs::create_dir_all(&rw).expect("RW_DIR");
                 std::fs::write(&path, contents).expect("write the spec");
@@ -246,7 +247,7 @@ impl Pod {
             dir,
             token,
             spec,
-            config,
+            callbacks: install.commands.callbacks,
         }
     }
 
@@ -256,10 +257,7 @@ impl Pod {
 
     /// Patroni's callback commands, by action.
     fn callbacks(&self) -> serde_json::Map<String, Value> {
-        self.config.user["postgresql"]["callbacks"]
-            .as_object()
-            .expect("callbacks")
-            .clone()
+        self.callbacks.clone()
     }
 
     /// Runs the callback as Patroni does: its command, then action, role

@@ -4,30 +4,30 @@ use super::env::{Vars, parse_bool, set};
 use super::error::ConfigError;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Credentials {
-    pub username: String,
-    pub password: String,
+pub(crate) struct Credentials {
+    pub(crate) username: String,
+    pub(crate) password: String,
 }
 
 /// `PAM_OAUTH2`: `<https tokeninfo URL> <login field> [key=value ...]`,
 /// plus the module's options (see extensions/pam_oauth2/README.md).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PamOauth2 {
-    pub arguments: String,
+pub(crate) struct PamOauth2 {
+    pub(crate) arguments: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Auth {
-    pub superuser: Credentials,
-    pub replication: Credentials,
-    pub admin: Credentials,
-    pub human_role: String,
-    pub pam_oauth2: Option<PamOauth2>,
-    pub allow_nossl: bool,
+pub(crate) struct Auth {
+    pub(crate) superuser: Credentials,
+    pub(crate) replication: Credentials,
+    pub(crate) admin: Credentials,
+    pub(crate) human_role: String,
+    pub(crate) pam_oauth2: Option<PamOauth2>,
+    pub(crate) allow_nossl: bool,
 }
 
 impl Auth {
-    pub fn from_vars(vars: &Vars) -> Result<Self, ConfigError> {
+    pub(crate) fn from_vars(vars: &Vars) -> Result<Self, ConfigError> {
         let auth = Auth {
             superuser: credentials(
                 ("PGUSER_SUPERUSER", &vars.pguser_superuser, "postgres"),
@@ -82,7 +82,7 @@ impl Auth {
     }
 
     /// The default pg_hba, top to bottom, as the contract lists it.
-    pub fn default_hba(&self) -> Vec<String> {
+    pub(crate) fn default_hba(&self) -> Vec<String> {
         let human = &self.human_role;
         let standby = &self.replication.username;
         let pam = self.pam_oauth2.is_some();
@@ -108,7 +108,7 @@ impl Auth {
 
     /// Whether a pg_hba list lets the replication user in over the network
     /// (a replica streams from the primary's address, not its socket).
-    pub fn hba_allows_replication(&self, hba: &[String]) -> bool {
+    pub(crate) fn hba_allows_replication(&self, hba: &[String]) -> bool {
         hba.iter().any(|line| {
             let fields: Vec<&str> = line.split_whitespace().collect();
             let [kind, databases, users, ..] = fields.as_slice() else {

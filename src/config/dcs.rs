@@ -9,7 +9,7 @@ use super::kubernetes::{DEFAULT_LEADER_LABEL_VALUE, DEFAULT_ROLE_LABEL};
 
 /// The DCS sections Patroni knows, in the order Spilo prefers them after
 /// Kubernetes.
-pub const DCS_NAMES: [&str; 6] = [
+pub(crate) const DCS_NAMES: [&str; 6] = [
     "kubernetes",
     "zookeeper",
     "exhibitor",
@@ -20,10 +20,10 @@ pub const DCS_NAMES: [&str; 6] = [
 
 /// The etcd that `spilo init` starts inside the container when nothing
 /// else is configured.
-pub const EMBEDDED_ETCD: &str = "127.0.0.1:2379";
+pub(crate) const EMBEDDED_ETCD: &str = "127.0.0.1:2379";
 
 #[derive(Debug, Clone, PartialEq)]
-pub enum DcsKind {
+pub(crate) enum DcsKind {
     Kubernetes,
     /// One of zookeeper, exhibitor, consul, etcd3, etcd.
     Named(&'static str),
@@ -35,9 +35,9 @@ pub enum DcsKind {
 
 /// The chosen DCS and the top-level Patroni keys it contributes.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Dcs {
-    pub kind: DcsKind,
-    pub config: Map<String, Value>,
+pub(crate) struct Dcs {
+    pub(crate) kind: DcsKind,
+    pub(crate) config: Map<String, Value>,
 }
 
 /// Variables Kubernetes injects into every pod, or that have a typed
@@ -54,14 +54,14 @@ const KUBERNETES_RESERVED: [&str; 9] = [
     "namespace",
 ];
 
-pub struct Inputs<'a> {
-    pub pod_ip: &'a str,
-    pub pg_port: u16,
+pub(crate) struct Inputs<'a> {
+    pub(crate) pod_ip: &'a str,
+    pub(crate) pg_port: u16,
     /// Whether SPILO_CONFIGURATION carries a DCS section of its own.
-    pub user_has_dcs: bool,
+    pub(crate) user_has_dcs: bool,
 }
 
-pub fn choose(env: &Env, vars: &Vars, inputs: &Inputs) -> Result<Dcs, ConfigError> {
+pub(crate) fn choose(env: &Env, vars: &Vars, inputs: &Inputs) -> Result<Dcs, ConfigError> {
     let mut params: Vec<(&'static str, Map<String, Value>)> =
         DCS_NAMES.iter().map(|&n| (n, Map::new())).collect();
     for (name, value) in env.iter() {

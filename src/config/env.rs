@@ -47,7 +47,7 @@ impl Env {
     }
 
     /// The typed view of the known variables.
-    pub fn vars(&self) -> Result<Vars, ConfigError> {
+    pub(crate) fn vars(&self) -> Result<Vars, ConfigError> {
         envy::from_iter(self.vars.clone()).map_err(|e| ConfigError::Inconsistent {
             var: "environment".into(),
             reason: e.to_string(),
@@ -60,7 +60,7 @@ impl Env {
     }
 
     /// A variable's value when it is set and not empty.
-    pub fn get(&self, name: &str) -> Option<&str> {
+    pub(crate) fn get(&self, name: &str) -> Option<&str> {
         self.vars
             .get(name)
             .map(String::as_str)
@@ -71,82 +71,82 @@ impl Env {
 /// The Spilo variables as strings; parsing and validation happen in the
 /// concern modules, which know what each value means.
 #[derive(Debug, Default, Deserialize)]
-pub struct Vars {
-    pub pghome: Option<String>,
-    pub pgroot: Option<String>,
-    pub pgdata: Option<String>,
-    pub pglog: Option<String>,
-    pub pgwal: Option<String>,
-    pub rw_dir: Option<String>,
-    pub wale_env_dir: Option<String>,
-    pub log_env_dir: Option<String>,
+pub(crate) struct Vars {
+    pub(crate) pghome: Option<String>,
+    pub(crate) pgroot: Option<String>,
+    pub(crate) pgdata: Option<String>,
+    pub(crate) pglog: Option<String>,
+    pub(crate) pgwal: Option<String>,
+    pub(crate) rw_dir: Option<String>,
+    pub(crate) wale_env_dir: Option<String>,
+    pub(crate) log_env_dir: Option<String>,
 
-    pub scope: Option<String>,
-    pub hostname: Option<String>,
-    pub pod_ip: Option<String>,
-    pub pod_namespace: Option<String>,
-    pub pgport: Option<String>,
-    pub apiport: Option<String>,
-    pub restapi_connect_address: Option<String>,
-    pub pg_connect_address: Option<String>,
+    pub(crate) scope: Option<String>,
+    pub(crate) hostname: Option<String>,
+    pub(crate) pod_ip: Option<String>,
+    pub(crate) pod_namespace: Option<String>,
+    pub(crate) pgport: Option<String>,
+    pub(crate) apiport: Option<String>,
+    pub(crate) restapi_connect_address: Option<String>,
+    pub(crate) pg_connect_address: Option<String>,
 
-    pub kubernetes_service_host: Option<String>,
-    pub kubernetes_service_port: Option<String>,
-    pub spilo_service_account_dir: Option<String>,
-    pub dcs_enable_kubernetes_api: Option<String>,
-    pub kubernetes_labels: Option<String>,
-    pub kubernetes_bootstrap_labels: Option<String>,
-    pub kubernetes_scope_label: Option<String>,
-    pub kubernetes_role_label: Option<String>,
-    pub kubernetes_leader_label_value: Option<String>,
-    pub kubernetes_standby_leader_label_value: Option<String>,
-    pub kubernetes_use_configmaps: Option<String>,
+    pub(crate) kubernetes_service_host: Option<String>,
+    pub(crate) kubernetes_service_port: Option<String>,
+    pub(crate) spilo_service_account_dir: Option<String>,
+    pub(crate) dcs_enable_kubernetes_api: Option<String>,
+    pub(crate) kubernetes_labels: Option<String>,
+    pub(crate) kubernetes_bootstrap_labels: Option<String>,
+    pub(crate) kubernetes_scope_label: Option<String>,
+    pub(crate) kubernetes_role_label: Option<String>,
+    pub(crate) kubernetes_leader_label_value: Option<String>,
+    pub(crate) kubernetes_standby_leader_label_value: Option<String>,
+    pub(crate) kubernetes_use_configmaps: Option<String>,
 
-    pub pgversion: Option<String>,
+    pub(crate) pgversion: Option<String>,
 
-    pub pguser_superuser: Option<String>,
-    pub pgpassword_superuser: Option<String>,
-    pub pguser_standby: Option<String>,
-    pub pgpassword_standby: Option<String>,
-    pub pguser_admin: Option<String>,
-    pub pgpassword_admin: Option<String>,
-    pub human_role: Option<String>,
-    pub pam_oauth2: Option<String>,
-    pub allow_nossl: Option<String>,
+    pub(crate) pguser_superuser: Option<String>,
+    pub(crate) pgpassword_superuser: Option<String>,
+    pub(crate) pguser_standby: Option<String>,
+    pub(crate) pgpassword_standby: Option<String>,
+    pub(crate) pguser_admin: Option<String>,
+    pub(crate) pgpassword_admin: Option<String>,
+    pub(crate) human_role: Option<String>,
+    pub(crate) pam_oauth2: Option<String>,
+    pub(crate) allow_nossl: Option<String>,
 
-    pub ssl_certificate_file: Option<String>,
-    pub ssl_private_key_file: Option<String>,
-    pub ssl_ca_file: Option<String>,
-    pub ssl_crl_file: Option<String>,
-    pub ssl_certificate: Option<String>,
-    pub ssl_private_key: Option<String>,
-    pub ssl_ca: Option<String>,
-    pub ssl_crl: Option<String>,
-    pub ssl_restapi_certificate_file: Option<String>,
-    pub ssl_restapi_private_key_file: Option<String>,
-    pub ssl_restapi_ca_file: Option<String>,
-    pub ssl_restapi_certificate: Option<String>,
-    pub ssl_restapi_private_key: Option<String>,
-    pub ssl_restapi_ca: Option<String>,
+    pub(crate) ssl_certificate_file: Option<String>,
+    pub(crate) ssl_private_key_file: Option<String>,
+    pub(crate) ssl_ca_file: Option<String>,
+    pub(crate) ssl_crl_file: Option<String>,
+    pub(crate) ssl_certificate: Option<String>,
+    pub(crate) ssl_private_key: Option<String>,
+    pub(crate) ssl_ca: Option<String>,
+    pub(crate) ssl_crl: Option<String>,
+    pub(crate) ssl_restapi_certificate_file: Option<String>,
+    pub(crate) ssl_restapi_private_key_file: Option<String>,
+    pub(crate) ssl_restapi_ca_file: Option<String>,
+    pub(crate) ssl_restapi_certificate: Option<String>,
+    pub(crate) ssl_restapi_private_key: Option<String>,
+    pub(crate) ssl_restapi_ca: Option<String>,
 
-    pub initdb_locale: Option<String>,
-    pub spilo_configuration: Option<String>,
-    pub patroni_configuration: Option<String>,
+    pub(crate) initdb_locale: Option<String>,
+    pub(crate) spilo_configuration: Option<String>,
+    pub(crate) patroni_configuration: Option<String>,
 
-    pub pgbouncer_configuration: Option<String>,
-    pub pgbouncer_authentication: Option<String>,
-    pub pgbouncer_auth: Option<String>,
+    pub(crate) pgbouncer_configuration: Option<String>,
+    pub(crate) pgbouncer_authentication: Option<String>,
+    pub(crate) pgbouncer_auth: Option<String>,
 }
 
 /// Treats an empty value like an unset one, as Spilo's shell heritage does.
-pub fn set(value: &Option<String>) -> Option<&str> {
+pub(crate) fn set(value: &Option<String>) -> Option<&str> {
     value.as_deref().filter(|v| !v.is_empty())
 }
 
 /// Booleans are true only for true/yes/on/1 and false only for
 /// false/no/off/0 (any case) or empty; anything else is an error rather
 /// than Spilo's "any non-empty value is true".
-pub fn parse_bool(var: &str, value: &Option<String>) -> Result<bool, ConfigError> {
+pub(crate) fn parse_bool(var: &str, value: &Option<String>) -> Result<bool, ConfigError> {
     let Some(raw) = set(value) else {
         return Ok(false);
     };
@@ -162,7 +162,11 @@ pub fn parse_bool(var: &str, value: &Option<String>) -> Result<bool, ConfigError
 }
 
 /// A TCP port, 1 to 65535.
-pub fn parse_port(var: &str, value: &Option<String>, default: u16) -> Result<u16, ConfigError> {
+pub(crate) fn parse_port(
+    var: &str,
+    value: &Option<String>,
+    default: u16,
+) -> Result<u16, ConfigError> {
     match set(value) {
         None => Ok(default),
         Some(raw) => match raw.trim().parse::<u16>() {

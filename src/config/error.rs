@@ -29,7 +29,7 @@ pub enum ConfigError {
 
 impl ConfigError {
     /// A bad value; masked when the variable holds a secret.
-    pub fn invalid(var: &str, value: &str, reason: impl Into<String>) -> Self {
+    pub(crate) fn invalid(var: &str, value: &str, reason: impl Into<String>) -> Self {
         let value = if is_secret_var(var) {
             "<redacted>".to_owned()
         } else {
@@ -42,7 +42,7 @@ impl ConfigError {
         }
     }
 
-    pub fn inconsistent(var: &str, reason: impl Into<String>) -> Self {
+    pub(crate) fn inconsistent(var: &str, reason: impl Into<String>) -> Self {
         ConfigError::Inconsistent {
             var: var.to_owned(),
             reason: reason.into(),
@@ -52,7 +52,7 @@ impl ConfigError {
 
 /// Variables whose values are never shown: passwords, private keys, the
 /// pgbouncer user list and cloud credentials.
-pub fn is_secret_var(name: &str) -> bool {
+pub(crate) fn is_secret_var(name: &str) -> bool {
     let name = name.to_ascii_uppercase();
     [
         "PASSWORD",

@@ -5,15 +5,15 @@ use super::env::{Env, Vars, set};
 use super::error::ConfigError;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Pgbouncer {
+pub(crate) struct Pgbouncer {
     /// A complete pgbouncer.ini.
-    pub ini: String,
+    pub(crate) ini: String,
     /// userlist.txt, when given.
-    pub userlist: Option<String>,
+    pub(crate) userlist: Option<String>,
 }
 
 impl Pgbouncer {
-    pub fn from_vars(vars: &Vars) -> Result<Option<Self>, ConfigError> {
+    pub(crate) fn from_vars(vars: &Vars) -> Result<Option<Self>, ConfigError> {
         let userlist = set(&vars.pgbouncer_authentication)
             .or(set(&vars.pgbouncer_auth))
             .map(str::to_owned);
@@ -44,7 +44,7 @@ impl Pgbouncer {
 }
 
 /// Variables of backups, clones and standby clusters that are set.
-pub fn backup_variables(env: &Env) -> Vec<String> {
+pub(crate) fn backup_variables(env: &Env) -> Vec<String> {
     env.iter()
         .filter(|(name, value)| {
             !value.is_empty()

@@ -6,17 +6,17 @@ use super::env::{Vars, parse_port, set};
 use super::error::ConfigError;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Identity {
+pub(crate) struct Identity {
     /// Cluster name, shared by all members.
-    pub scope: String,
+    pub(crate) scope: String,
     /// Member name: the host (pod) name, which the operator switches over by.
-    pub name: String,
-    pub pod_ip: IpAddr,
-    pub pg_port: u16,
-    pub api_port: u16,
+    pub(crate) name: String,
+    pub(crate) pod_ip: IpAddr,
+    pub(crate) pg_port: u16,
+    pub(crate) api_port: u16,
     /// Host (name or address) advertised for PostgreSQL and the REST API.
-    pub pg_connect_host: String,
-    pub restapi_connect_host: String,
+    pub(crate) pg_connect_host: String,
+    pub(crate) restapi_connect_host: String,
 }
 
 /// What the host says about itself, for when variables are silent.
@@ -26,7 +26,7 @@ pub trait HostFacts {
 }
 
 /// The running machine.
-pub struct ThisHost;
+pub(crate) struct ThisHost;
 
 impl HostFacts for ThisHost {
     fn hostname(&self) -> Option<String> {
@@ -54,7 +54,7 @@ impl HostFacts for ThisHost {
 }
 
 impl Identity {
-    pub fn from_vars(vars: &Vars, host: &dyn HostFacts) -> Result<Self, ConfigError> {
+    pub(crate) fn from_vars(vars: &Vars, host: &dyn HostFacts) -> Result<Self, ConfigError> {
         let scope = set(&vars.scope).unwrap_or("dummy").to_owned();
         if scope
             .chars()

@@ -10,34 +10,34 @@ use super::error::ConfigError;
 
 /// Where Kubernetes mounts the pod's service account (token, ca.crt,
 /// namespace).
-pub const SERVICE_ACCOUNT_DIR: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
+pub(crate) const SERVICE_ACCOUNT_DIR: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
 
 /// The label the operator selects a cluster's pods by role with.
-pub const DEFAULT_ROLE_LABEL: &str = "spilo-role";
+pub(crate) const DEFAULT_ROLE_LABEL: &str = "spilo-role";
 
 /// The operator waits for `spilo-role=master`; Patroni 4's own default is
 /// `primary`.
-pub const DEFAULT_LEADER_LABEL_VALUE: &str = "master";
+pub(crate) const DEFAULT_LEADER_LABEL_VALUE: &str = "master";
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Kubernetes {
+pub(crate) struct Kubernetes {
     /// KUBERNETES_SERVICE_HOST: an address (IPv4 or IPv6) or a name.
-    pub api_host: String,
+    pub(crate) api_host: String,
     /// KUBERNETES_SERVICE_PORT, 443 by default.
-    pub api_port: u16,
+    pub(crate) api_port: u16,
     /// POD_NAMESPACE, else the service account's, else `default`.
-    pub namespace: String,
-    pub role_label: String,
-    pub leader_label_value: String,
-    pub standby_leader_label_value: String,
+    pub(crate) namespace: String,
+    pub(crate) role_label: String,
+    pub(crate) leader_label_value: String,
+    pub(crate) standby_leader_label_value: String,
     /// SPILO_SERVICE_ACCOUNT_DIR (tests move it), else the standard mount.
-    pub service_account_dir: PathBuf,
+    pub(crate) service_account_dir: PathBuf,
 }
 
 impl Kubernetes {
     /// None when not on Kubernetes. Reads the service account's namespace
     /// file when POD_NAMESPACE is not set, as Spilo does.
-    pub fn from_vars(vars: &Vars) -> Result<Option<Self>, ConfigError> {
+    pub(crate) fn from_vars(vars: &Vars) -> Result<Option<Self>, ConfigError> {
         let Some(api_host) = set(&vars.kubernetes_service_host) else {
             return Ok(None);
         };

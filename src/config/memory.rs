@@ -8,8 +8,8 @@ use super::error::ConfigError;
 /// Where the memory facts are read; tests point these at fake files.
 #[derive(Debug, Clone)]
 pub struct MemoryProbe {
-    pub cgroup_root: PathBuf,
-    pub meminfo: PathBuf,
+    pub(crate) cgroup_root: PathBuf,
+    pub(crate) meminfo: PathBuf,
 }
 
 impl Default for MemoryProbe {
@@ -22,15 +22,15 @@ impl Default for MemoryProbe {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Sizing {
-    pub memory_mib: u64,
-    pub shared_buffers_mb: u64,
-    pub max_connections: u64,
+pub(crate) struct Sizing {
+    pub(crate) memory_mib: u64,
+    pub(crate) shared_buffers_mb: u64,
+    pub(crate) max_connections: u64,
 }
 
 impl MemoryProbe {
     /// min(cgroup limit, physical RAM) in MiB.
-    pub fn memory_mib(&self) -> Result<u64, ConfigError> {
+    pub(crate) fn memory_mib(&self) -> Result<u64, ConfigError> {
         let ram = self.physical_bytes()?;
         let limit = self.cgroup_limit_bytes()?;
         Ok(limit.map_or(ram, |l| l.min(ram)) / (1024 * 1024))
@@ -83,7 +83,7 @@ impl MemoryProbe {
 /// shared_buffers is a fifth of memory on Kubernetes (where the limit is
 /// shared with sidecars), a quarter elsewhere; one connection per 30 MiB,
 /// between 100 and 1000.
-pub fn sizing(memory_mib: u64, on_kubernetes: bool) -> Sizing {
+pub(crate) fn sizing(memory_mib: u64, on_kubernetes: bool) -> Sizing {
     Sizing {
         memory_mib,
         shared_buffers_mb: memory_mib / if on_kubernetes { 5 } else { 4 },

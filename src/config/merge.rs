@@ -20,11 +20,11 @@ const MAPPINGS: [&str; 7] = [
 ];
 
 /// A user configuration and the variable it came from.
-pub type Sourced = (&'static str, Map<String, Value>);
+pub(crate) type Sourced = (&'static str, Map<String, Value>);
 
 /// The user's configuration, if any. SPILO_CONFIGURATION wins over
 /// PATRONI_CONFIGURATION, as in Spilo.
-pub fn user_configuration(vars: &Vars) -> Result<Option<Sourced>, ConfigError> {
+pub(crate) fn user_configuration(vars: &Vars) -> Result<Option<Sourced>, ConfigError> {
     let (var, raw) = match (
         set(&vars.spilo_configuration),
         set(&vars.patroni_configuration),
@@ -70,7 +70,7 @@ pub fn user_configuration(vars: &Vars) -> Result<Option<Sourced>, ConfigError> {
 
 /// Mappings merge recursively; a scalar or a list from `over` replaces
 /// what `base` has.
-pub fn deep_merge(base: &mut Map<String, Value>, over: Map<String, Value>) {
+pub(crate) fn deep_merge(base: &mut Map<String, Value>, over: Map<String, Value>) {
     for (key, value) in over {
         match (base.get_mut(&key), value) {
             (Some(Value::Object(ours)), Value::Object(theirs)) => deep_merge(ours, theirs),

@@ -1,50 +1,44 @@
 //! The configuration model: the environment, read once, validated, and
 //! turned into typed values that rendering and `init` work from.
 
-pub mod auth;
-pub mod dcs;
-pub mod env;
-pub mod error;
-pub mod extras;
-pub mod identity;
-pub mod kubernetes;
-pub mod memory;
-pub mod merge;
-pub mod paths;
-pub mod ssl;
-pub mod timeouts;
+pub(crate) mod auth;
+pub(crate) mod dcs;
+pub(crate) mod env;
+pub(crate) mod error;
+pub(crate) mod extras;
+pub(crate) mod identity;
+pub(crate) mod kubernetes;
+pub(crate) mod memory;
+pub(crate) mod merge;
+pub(crate) mod paths;
+pub(crate) mod ssl;
+pub(crate) mod timeouts;
 pub mod version;
 
 use std::path::PathBuf;
 
 use serde_json::{Map, Value};
 
-pub use auth::Auth;
-pub use dcs::{Dcs, DcsKind};
+pub(crate) use auth::Auth;
+pub(crate) use dcs::{Dcs, DcsKind};
 pub use env::Env;
-pub use error::ConfigError;
-pub use extras::Pgbouncer;
-pub use identity::{HostFacts, Identity, ThisHost};
-pub use kubernetes::Kubernetes;
-pub use memory::{MemoryProbe, Sizing};
-pub use paths::Paths;
-pub use ssl::Ssl;
-pub use version::Version;
-
-/// Libraries preloaded when the major ships them (looked up in its lib
-/// directory, so an image without one still starts).
-const PRELOAD_CANDIDATES: [&str; 5] = [
-    "pg_stat_statements",
-    "set_user",
-    "timescaledb",
-    "pg_cron",
-    "pg_stat_kcache",
-];
+pub(crate) use error::ConfigError;
+pub(crate) use extras::Pgbouncer;
+pub(crate) use identity::{HostFacts, Identity, ThisHost};
+pub(crate) use kubernetes::Kubernetes;
+pub(crate) use memory::{MemoryProbe, Sizing};
+pub(crate) use paths::Paths;
+pub(crate) use ssl::Ssl;
+pub(crate) use version::Version;
 
 /// Where the facts about the machine come from; tests point these at
 /// fixture trees.
 pub struct System<'a> {
     pub postgres_root: PathBuf,
+    /// A packed major is unpacked under RW_DIR (`Paths::unpacked_majors`)
+    /// before it runs (`init`): the model points at that tree. Otherwise
+    /// (`configure`) it points under `postgres_root`.
+    pub unpacks: bool,
     pub memory: MemoryProbe,
     pub host: &'a dyn HostFacts,
 }
@@ -53,6 +47,7 @@ impl Default for System<'_> {
     fn default() -> Self {
         System {
             postgres_root: version::DEFAULT_POSTGRES_ROOT.into(),
+            unpacks: false,
             memory: MemoryProbe::default(),
             host: &ThisHost,
         }
@@ -62,26 +57,22 @@ impl Default for System<'_> {
 #[derive(Debug, Clone)]
 pub struct Config {
     pub paths: Paths,
-    pub identity: Identity,
-    pub dcs: Dcs,
-    pub installed_majors: Vec<u32>,
-    pub version: Version,
-    pub auth: Auth,
-    pub ssl: Ssl,
-    pub sizing: Sizing,
+    pub(crate) identity: Identity,
+    pub(crate) dcs: Dcs,
+    pub(crate) version: Version,
+    pub(crate) auth: Auth,
+    pub(crate) ssl: Ssl,
+    pub(crate) sizing: Sizing,
     /// Running under Kubernetes (KUBERNETES_SERVICE_HOST set).
-    pub kubernetes: Option<Kubernetes>,
-    pub initdb_locale: String,
+    pub(crate) kubernetes: Option<Kubernetes>,
+    pub(crate) initdb_locale: String,
     /// SPILO_CONFIGURATION, merged over the generated Patroni config.
-    pub user: Map<String, Value>,
-    pub pgbouncer: Option<Pgbouncer>,
-    /// Set backup/clone/standby variables, not acted on yet.
-    pub backup_variables: Vec<String>,
-    pub preload_libraries: Vec<&'static str>,
+    pub(crate) user: Map<String, Value>,
+    pub(crate) pgbouncer: Option<Pgbouncer>,
     /// Values of secret variables, never printed.
-    pub secrets: Vec<String>,
+    pub(crate) secrets: Vec<String>,
     /// One line each, for the operator's eyes.
-    pub warnings: Vec<String>,
+    pub(crate) warnings: Vec<String>,
 }
 
 impl Config {
@@ -108,6 +99,7 @@ impl Config {
             &installed_majors,
             &paths.pgdata,
             env::set(&vars.pgversion),
+            system.unpacks.then(|| paths.unpacked_majors()).as_deref(),
         )?;
         let auth = Auth::from_vars(&vars)?;
         let ssl = Ssl::from_vars(&vars, &paths.certs_dir())?;
@@ -126,10 +118,6 @@ impl Config {
         }
         let pgbouncer = Pgbouncer::from_vars(&vars)?;
         let backup_variables = extras::backup_variables(env);
-        let preload_libraries = PRELOAD_CANDIDATES
-            .into_iter()
-            .filter(|lib| version.lib_dir.join(format!("{lib}.so")).exists())
-            .collect();
 
         if env::set(&vars.spilo_configuration).is_some()
             && env::set(&vars.patroni_configuration).is_some()
@@ -176,7 +164,6 @@ impl Config {
             paths,
             identity,
             dcs,
-            installed_majors,
             version,
             auth,
             ssl,
@@ -185,8 +172,6 @@ impl Config {
             initdb_locale,
             user,
             pgbouncer,
-            backup_variables,
-            preload_libraries,
             secrets,
             warnings,
         })

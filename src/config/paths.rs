@@ -1,5 +1,6 @@
 //! Where things live: the Spilo path variables and the files derived from
-//! them. Everything generated at start-up goes under RW_DIR.
+//! them. Everything generated at start-up goes under RW_DIR, and each path
+//! there is named here, once.
 
 use std::path::{Path, PathBuf};
 
@@ -15,19 +16,19 @@ const OLD_PGDATA_DIR: &str = "data";
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Paths {
-    pub pghome: PathBuf,
-    pub pgroot: PathBuf,
-    pub pgdata: PathBuf,
-    pub pglog: PathBuf,
+    pub(crate) pghome: PathBuf,
+    pub(crate) pgroot: PathBuf,
+    pub(crate) pgdata: PathBuf,
+    pub(crate) pglog: PathBuf,
     /// PGWAL: a separate WAL volume (initdb --waldir), when given.
-    pub pgwal: Option<PathBuf>,
-    pub rw_dir: PathBuf,
-    pub wale_env_dir: PathBuf,
-    pub log_env_dir: PathBuf,
+    pub(crate) pgwal: Option<PathBuf>,
+    pub(crate) rw_dir: PathBuf,
+    pub(crate) wale_env_dir: PathBuf,
+    pub(crate) log_env_dir: PathBuf,
 }
 
 impl Paths {
-    pub fn from_vars(vars: &Vars) -> Result<Self, ConfigError> {
+    pub(crate) fn from_vars(vars: &Vars) -> Result<Self, ConfigError> {
         let pghome = absolute("PGHOME", &vars.pghome, || "/home/postgres".into())?;
         let pgroot = absolute("PGROOT", &vars.pgroot, || pghome.join("pgdata/pgroot"))?;
         let pgdata = absolute("PGDATA", &vars.pgdata, || pgroot.join(PGDATA_DIR))?;
@@ -65,7 +66,7 @@ impl Paths {
     /// empty default PGDATA beside a cluster in the old default place: a
     /// new cluster there would hide the user's data. `defaulted`: PGDATA
     /// was not set.
-    pub fn check_data_directory(&self, defaulted: bool) -> Result<(), ConfigError> {
+    pub(crate) fn check_data_directory(&self, defaulted: bool) -> Result<(), ConfigError> {
         let shown = self.pgdata.display().to_string();
         match std::fs::metadata(&self.pgdata) {
             Ok(meta) if !meta.is_dir() => {
@@ -99,30 +100,66 @@ impl Paths {
     }
 
     /// The Patroni configuration file.
-    pub fn patroni_config(&self) -> PathBuf {
+    pub(crate) fn patroni_config(&self) -> PathBuf {
         self.rw_dir.join("postgres.yml")
     }
 
     /// The link in PGHOME that tools (and people) look for.
-    pub fn patroni_config_link(&self) -> PathBuf {
+    pub(crate) fn patroni_config_link(&self) -> PathBuf {
         self.pghome.join("postgres.yml")
     }
 
     /// Unix socket directory; also holds the pgpass file.
-    pub fn socket_dir(&self) -> PathBuf {
+    pub(crate) fn socket_dir(&self) -> PathBuf {
         self.rw_dir.join("postgresql")
     }
 
-    pub fn pgpass(&self) -> PathBuf {
+    pub(crate) fn pgpass(&self) -> PathBuf {
         self.socket_dir().join("pgpass")
     }
 
-    pub fn certs_dir(&self) -> PathBuf {
+    pub(crate) fn certs_dir(&self) -> PathBuf {
         self.rw_dir.join("certs")
     }
 
-    pub fn pgbouncer_dir(&self) -> PathBuf {
+    pub(crate) fn pgbouncer_dir(&self) -> PathBuf {
         self.rw_dir.join("pgbouncer")
+    }
+
+    /// What Patroni's hooks need (`init::hooks::Spec`), 0600.
+    pub(crate) fn hooks_spec(&self) -> PathBuf {
+        self.rw_dir.join("hooks.json")
+    }
+
+    /// The embedded etcd's data directory.
+    pub(crate) fn etcd_data(&self) -> PathBuf {
+        self.rw_dir.join("etcd")
+    }
+
+    /// Exists from before the embedded etcd's first start until it
+    /// answered (`init::etcd`).
+    pub(crate) fn etcd_first_start(&self) -> PathBuf {
+        self.rw_dir.join("etcd.first-start")
+    }
+
+    /// The copies of passwd and group nss_wrapper gives an arbitrary uid.
+    pub(crate) fn nss_passwd(&self) -> PathBuf {
+        self.rw_dir.join("nss/passwd")
+    }
+
+    pub(crate) fn nss_group(&self) -> PathBuf {
+        self.rw_dir.join("nss/group")
+    }
+
+    /// Where `init` unpacks a packed major (`<dir>/<major>`), as `spilo
+    /// build unpack` does by default with RW_DIR=/run.
+    pub(crate) fn unpacked_majors(&self) -> PathBuf {
+        self.rw_dir.join("spilo/majors")
+    }
+
+    /// The run of initdb ahead of Patroni (`init::initdb_ahead`).
+    pub(crate) fn initdb_ahead(&self) -> PathBuf {
+        self.rw_dir.join("spilo/initdb-ahead")
     }
 
     /// The PAM service file; the image links /etc/pam.d/postgresql here so
@@ -133,7 +170,7 @@ impl Paths {
 
     /// `log_directory` as Spilo writes it (relative to the data directory)
     /// when PGLOG sits beside PGDATA, else the absolute path.
-    pub fn log_directory(&self) -> String {
+    pub(crate) fn log_directory(&self) -> String {
         match self.pgdata.parent() {
             Some(parent) if parent.join("pg_log") == self.pglog => "../pg_log".to_owned(),
             _ => self.pglog.display().to_string(),

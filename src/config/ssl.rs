@@ -10,22 +10,22 @@ use super::error::ConfigError;
 /// `Some` content is written to its path; `None` means the file is
 /// expected there already (mounted, or generated for PostgreSQL).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Tls {
-    pub cert_file: PathBuf,
-    pub key_file: PathBuf,
-    pub ca_file: Option<PathBuf>,
-    pub crl_file: Option<PathBuf>,
-    pub cert: Option<String>,
-    pub key: Option<String>,
-    pub ca: Option<String>,
-    pub crl: Option<String>,
+pub(crate) struct Tls {
+    pub(crate) cert_file: PathBuf,
+    pub(crate) key_file: PathBuf,
+    pub(crate) ca_file: Option<PathBuf>,
+    pub(crate) crl_file: Option<PathBuf>,
+    pub(crate) cert: Option<String>,
+    pub(crate) key: Option<String>,
+    pub(crate) ca: Option<String>,
+    pub(crate) crl: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Ssl {
-    pub postgres: Tls,
+pub(crate) struct Ssl {
+    pub(crate) postgres: Tls,
     /// Only when some SSL_RESTAPI_* variable is given.
-    pub restapi: Option<Tls>,
+    pub(crate) restapi: Option<Tls>,
 }
 
 /// The names of one family of variables (plain or SSL_RESTAPI_).
@@ -37,7 +37,7 @@ struct Names {
 }
 
 impl Ssl {
-    pub fn from_vars(vars: &Vars, certs_dir: &Path) -> Result<Self, ConfigError> {
+    pub(crate) fn from_vars(vars: &Vars, certs_dir: &Path) -> Result<Self, ConfigError> {
         let postgres = tls(
             &Names {
                 prefix: "SSL_",

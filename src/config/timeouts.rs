@@ -15,7 +15,7 @@ const DEFAULTS: [(&str, i64, i64); 3] = [
 /// Raises values below Patroni's floors (loop_wait 1, retry_timeout 3,
 /// ttl 20) and keeps loop_wait + 2 * retry_timeout <= ttl, preferring to
 /// shorten loop_wait. Returns one warning per change.
-pub fn adjust(user: &mut Map<String, Value>, var: &str) -> Result<Vec<String>, ConfigError> {
+pub(crate) fn adjust(user: &mut Map<String, Value>, var: &str) -> Result<Vec<String>, ConfigError> {
     let Some(Value::Object(dcs)) = user
         .get_mut("bootstrap")
         .and_then(|b| b.as_object_mut())

@@ -1,29 +1,62 @@
-//! Which PostgreSQL major to run. Decided from the data directory, PGVERSION
-//! and the majors installed, without starting PostgreSQL.
+//! Which PostgreSQL major to run, and where its tree is. Decided from the
+//! data directory, PGVERSION and the majors installed, without starting
+//! PostgreSQL.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
 
 use super::error::ConfigError;
 
+pub(crate) use spilo_layout::ARCHIVE_SUBDIR;
 /// Where the per-major trees live (`<root>/<major>/bin`), and where the
 /// packed ones are: the image's layout, shared with the build steps.
-pub use spilo_layout::{ARCHIVE_SUBDIR, POSTGRES_ROOT as DEFAULT_POSTGRES_ROOT};
+pub use spilo_layout::POSTGRES_ROOT as DEFAULT_POSTGRES_ROOT;
+use spilo_layout::under;
+
+/// Libraries preloaded when the major ships them (looked up in its lib
+/// directory, so an image without one still starts).
+const PRELOAD_CANDIDATES: [&str; 5] = [
+    "pg_stat_statements",
+    "set_user",
+    "timescaledb",
+    "pg_cron",
+    "pg_stat_kcache",
+];
 
 /// Why a major was chosen, for the log line that reports it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Source {
+pub(crate) enum Source {
     DataDirectory,
     Pgversion,
     Newest,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Version {
-    pub major: u32,
-    pub source: Source,
-    pub bin_dir: PathBuf,
-    pub lib_dir: PathBuf,
+pub(crate) struct Version {
+    pub(crate) major: u32,
+    pub(crate) source: Source,
+    /// The major's programs; for a packed major that `init` unpacks, where
+    /// they will be once it is unpacked.
+    pub(crate) bin_dir: PathBuf,
+    pub(crate) lib_dir: PathBuf,
+}
+
+impl Version {
+    /// The candidates the major ships. Looked up when Patroni's
+    /// configuration is rendered, not when the model is built: the lib
+    /// directory of a packed major exists only once it is unpacked.
+    pub(crate) fn preload_libraries(&self) -> Vec<&'static str> {
+        PRELOAD_CANDIDATES
+            .into_iter()
+            .filter(|lib| self.lib_dir.join(format!("{lib}.so")).exists())
+            .collect()
+    }
+}
+
+/// The tree of `major` unpacked into `dir` (`<dir>/<major>`, the image's
+/// layout beneath), as the unpacking makes it.
+pub(crate) fn unpacked_root(dir: &Path, major: u32) -> PathBuf {
+    under(&dir.join(major.to_string()), DEFAULT_POSTGRES_ROOT)
 }
 
 impl fmt::Display for Source {
@@ -38,7 +71,7 @@ impl fmt::Display for Source {
 
 /// The majors under `root` that have a bin directory or an archive,
 /// ascending.
-pub fn installed_majors(root: &Path) -> Result<Vec<u32>, ConfigError> {
+pub(crate) fn installed_majors(root: &Path) -> Result<Vec<u32>, ConfigError> {
     let entries = std::fs::read_dir(root).map_err(|source| ConfigError::Read {
         path: root.to_owned(),
         source,
@@ -72,12 +105,14 @@ pub fn installed_majors(root: &Path) -> Result<Vec<u32>, ConfigError> {
 }
 
 /// Chooses the major: the data directory's own (never another), else
-/// PGVERSION, else the newest installed.
-pub fn choose(
+/// PGVERSION, else the newest installed. A packed major (no bin directory
+/// under `root`) is found where it is unpacked when `unpacked` says where.
+pub(crate) fn choose(
     root: &Path,
     installed: &[u32],
     pgdata: &Path,
     pgversion: Option<&str>,
+    unpacked: Option<&Path>,
 ) -> Result<Version, ConfigError> {
     let listed = || list(installed);
     let wanted = pgversion
@@ -135,11 +170,17 @@ pub fn choose(
             });
         }
     };
+    let tree = match unpacked {
+        Some(dir) if !root.join(major.to_string()).join("bin").is_dir() => {
+            unpacked_root(dir, major)
+        }
+        _ => root.to_owned(),
+    };
     Ok(Version {
         major,
         source,
-        bin_dir: root.join(major.to_string()).join("bin"),
-        lib_dir: root.join(major.to_string()).join("lib"),
+        bin_dir: tree.join(major.to_string()).join("bin"),
+        lib_dir: tree.join(major.to_string()).join("lib"),
     })
 }
 
@@ -189,15 +230,29 @@ mod tests {
     fn newest_without_pgversion_or_data() {
         let root = tree(&["15", "17"]);
         let data = tempfile::tempdir().unwrap();
-        let v = choose(root.path(), &[15, 17], data.path(), None).unwrap();
+        let v = choose(root.path(), &[15, 17], data.path(), None, None).unwrap();
         assert_eq!((v.major, v.source), (17, Source::Newest));
+        assert_eq!(v.bin_dir, root.path().join("17/bin"));
+    }
+
+    #[test]
+    fn a_packed_major_is_where_init_unpacks_it() {
+        let root = tree(&["17"]);
+        let data = tempfile::tempdir().unwrap();
+        let run = Path::new("/run/spilo/majors");
+        let v = choose(root.path(), &[15, 17], data.path(), Some("15"), Some(run)).unwrap();
+        assert_eq!(
+            v.bin_dir,
+            Path::new("/run/spilo/majors/15/usr/lib/postgresql/15/bin")
+        );
+        let v = choose(root.path(), &[15, 17], data.path(), Some("17"), Some(run)).unwrap();
         assert_eq!(v.bin_dir, root.path().join("17/bin"));
     }
 
     #[test]
     fn pgversion_selects() {
         let data = tempfile::tempdir().unwrap();
-        let v = choose(Path::new("/r"), &[15, 17], data.path(), Some("15")).unwrap();
+        let v = choose(Path::new("/r"), &[15, 17], data.path(), Some("15"), None).unwrap();
         assert_eq!((v.major, v.source), (15, Source::Pgversion));
         assert_eq!(v.bin_dir, Path::new("/r/15/bin"));
         assert_eq!(v.lib_dir, Path::new("/r/15/lib"));
@@ -207,7 +262,7 @@ mod tests {
     fn data_directory_wins_over_pgversion() {
         let data = tempfile::tempdir().unwrap();
         std::fs::write(data.path().join("PG_VERSION"), "15\n").unwrap();
-        let v = choose(Path::new("/r"), &[15, 17], data.path(), Some("17")).unwrap();
+        let v = choose(Path::new("/r"), &[15, 17], data.path(), Some("17"), None).unwrap();
         assert_eq!((v.major, v.source), (15, Source::DataDirectory));
     }
 
@@ -215,7 +270,7 @@ mod tests {
     fn data_directory_of_a_missing_major_is_an_error() {
         let data = tempfile::tempdir().unwrap();
         std::fs::write(data.path().join("PG_VERSION"), "13\n").unwrap();
-        let err = choose(Path::new("/r"), &[15, 17], data.path(), Some("17")).unwrap_err();
+        let err = choose(Path::new("/r"), &[15, 17], data.path(), Some("17"), None).unwrap_err();
         let msg = err.to_string();
         assert!(msg.contains("PG_VERSION"), "{msg}");
         assert!(msg.contains("PostgreSQL 13"), "{msg}");
@@ -225,12 +280,12 @@ mod tests {
     #[test]
     fn bad_pgversion() {
         let data = tempfile::tempdir().unwrap();
-        let err = choose(Path::new("/r"), &[15], data.path(), Some("abc")).unwrap_err();
+        let err = choose(Path::new("/r"), &[15], data.path(), Some("abc"), None).unwrap_err();
         assert_eq!(
             err.to_string(),
             "PGVERSION=abc: not a PostgreSQL major version"
         );
-        let err = choose(Path::new("/r"), &[15], data.path(), Some("16")).unwrap_err();
+        let err = choose(Path::new("/r"), &[15], data.path(), Some("16"), None).unwrap_err();
         assert_eq!(
             err.to_string(),
             "PGVERSION=16: PostgreSQL 16 is not installed (installed: 15)"
@@ -240,7 +295,7 @@ mod tests {
     #[test]
     fn nothing_installed() {
         let data = tempfile::tempdir().unwrap();
-        let err = choose(Path::new("/r"), &[], data.path(), None).unwrap_err();
+        let err = choose(Path::new("/r"), &[], data.path(), None, None).unwrap_err();
         assert!(err.to_string().contains("no PostgreSQL major"));
     }
 }

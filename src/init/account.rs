@@ -1,17 +1,21 @@
 //! Who runs PostgreSQL and Patroni: the postgres user when we are root
-//! (PostgreSQL refuses root), else whatever uid we were given.
+//! (PostgreSQL refuses root), else whatever uid we were given. The one
+//! place that decides it: the children switch to it, the volumes and the
+//! files written are given to it.
 
 use nix::unistd::{Gid, Uid, User};
 
+use crate::files::Owner;
+
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Account {
-    pub uid: Uid,
-    pub gid: Gid,
-    pub name: String,
+pub(crate) struct Account {
+    pub(crate) uid: Uid,
+    pub(crate) gid: Gid,
+    pub(crate) name: String,
     /// We are root and the children switch to this account.
-    pub switch: bool,
+    pub(crate) switch: bool,
     /// The uid has an entry in /etc/passwd (else nss_wrapper gives it one).
-    pub in_passwd: bool,
+    pub(crate) in_passwd: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -19,7 +23,7 @@ pub struct Account {
 pub struct AccountError(String);
 
 impl Account {
-    pub fn resolve() -> Result<Self, AccountError> {
+    pub(crate) fn resolve() -> Result<Self, AccountError> {
         let uid = Uid::current();
         if uid.is_root() {
             let user = User::from_name("postgres")
@@ -48,7 +52,13 @@ impl Account {
     }
 
     /// The uid and gid a child switches to, when it switches.
-    pub fn switch_to(&self) -> Option<(Uid, Gid)> {
+    pub(crate) fn switch_to(&self) -> Option<(Uid, Gid)> {
         self.switch.then_some((self.uid, self.gid))
+    }
+
+    /// Who gets the files we write: the account when the children switch
+    /// to it, else nobody (they are ours already).
+    pub(crate) fn owner(&self) -> Owner {
+        Owner(self.switch_to())
     }
 }

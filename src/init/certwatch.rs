@@ -24,7 +24,7 @@ fn stamp(path: &Path) -> Stamp {
 }
 
 /// The periodic job watching `files` for the data directory `pgdata`.
-pub fn watch(files: Vec<PathBuf>, pgdata: PathBuf) -> Periodic {
+pub(crate) fn watch(files: Vec<PathBuf>, pgdata: PathBuf) -> Periodic {
     let mut seen: Vec<Stamp> = files.iter().map(|f| stamp(f)).collect();
     Periodic {
         name: "certificates",

@@ -40,45 +40,15 @@ const RESTART: Restart = Restart {
 };
 
 /// Patroni's spec among the children (always there).
-pub fn patroni(specs: &[ChildSpec]) -> Option<&ChildSpec> {
+pub(crate) fn patroni(specs: &[ChildSpec]) -> Option<&ChildSpec> {
     specs.iter().find(|s| s.name == PATRONI)
 }
 
 const PATRONI: &str = "patroni";
 
-/// The directory the embedded etcd keeps its data in.
-pub fn etcd_data_dir(config: &Config) -> PathBuf {
-    config.paths.rw_dir.join("etcd")
-}
-
-/// Exists from before the embedded etcd's first start until it answered
-/// (see [`Ready::Http`]).
-fn etcd_first_start(config: &Config) -> PathBuf {
-    config.paths.rw_dir.join("etcd.first-start")
-}
-
-/// Removes the data of an embedded etcd whose first start never finished:
-/// stopped then, it may hold a member whose configuration was never
-/// committed, which never elects itself. Without its data it starts as
-/// the new member it was. Returns whether there was such data.
-pub fn clear_unfinished_etcd(config: &Config) -> std::io::Result<bool> {
-    let (data, mark) = (etcd_data_dir(config), etcd_first_start(config));
-    if !mark.exists() || !data.exists() {
-        return Ok(false);
-    }
-    std::fs::remove_dir_all(&data)?;
-    Ok(true)
-}
-
-/// Marks the first start of an embedded etcd (its data directory did not
-/// exist): until etcd answers, the next start may remove what it wrote.
-pub fn mark_etcd_first_start(config: &Config) -> std::io::Result<()> {
-    std::fs::write(etcd_first_start(config), b"")
-}
-
 /// The child specs in start order. `extra_env` is added to every child
-/// (nss_wrapper).
-pub fn specs(
+/// (nss_wrapper, a packed major's libraries).
+pub(crate) fn specs(
     config: &Config,
     env: &Env,
     account: &Account,
@@ -122,7 +92,7 @@ pub fn specs(
             "--name",
             "spilo",
             "--data-dir",
-            &etcd_data_dir(config).display().to_string(),
+            &config.paths.etcd_data().display().to_string(),
             "--listen-client-urls",
             &client,
             "--advertise-client-urls",
@@ -145,7 +115,7 @@ pub fn specs(
                 addr,
                 path: "/health".into(),
                 within: Duration::from_secs(30),
-                first_start: Some(etcd_first_start(config)),
+                first_start: Some(config.paths.etcd_first_start()),
             });
         }
         specs.push(etcd);

@@ -24,13 +24,14 @@ use std::process::{Command, ExitCode, Stdio};
 
 use nix::fcntl::{Flock, FlockArg};
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+use serde_json::{Map, Value};
 use tracing::{info, warn};
 
-use crate::config::{Config, DcsKind, merge};
-use crate::files::{self, Owner, WriteError};
-use crate::render::{self, Output};
+use crate::config::Paths;
+use crate::files::{self, IoError, Owner};
+use crate::render::Output;
 
+use super::etcd;
 use super::supervisor::ChildSpec;
 
 /// The name Patroni calls the shim by.
@@ -53,15 +54,14 @@ pub struct Request {
 
 /// The run, as the runner and the shim read it from `spec.json`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Spec {
+pub(crate) struct Spec {
     /// The real initdb, of the major that runs.
-    pub initdb: PathBuf,
+    pub(crate) initdb: PathBuf,
     #[serde(flatten)]
-    pub request: Request,
+    pub(crate) request: Request,
 }
 
-/// A decided run ahead: its directory under RW_DIR and the request. The
-/// initdb it runs is known only once a packed major is unpacked.
+/// A decided run ahead: its directory under RW_DIR and the request.
 #[derive(Debug, Clone)]
 pub struct Ahead {
     pub dir: PathBuf,
@@ -71,13 +71,7 @@ pub struct Ahead {
 #[derive(Debug, thiserror::Error)]
 pub enum AheadError {
     #[error(transparent)]
-    Write(#[from] WriteError),
-    #[error("{}: {what}: {source}", path.display())]
-    Io {
-        path: PathBuf,
-        what: &'static str,
-        source: std::io::Error,
-    },
+    Io(#[from] IoError),
     #[error("{}: {source}", path.display())]
     Spec {
         path: PathBuf,
@@ -90,19 +84,6 @@ pub enum AheadError {
     },
 }
 
-fn io<'a>(path: &'a Path, what: &'static str) -> impl FnOnce(std::io::Error) -> AheadError + 'a {
-    move |source| AheadError::Io {
-        path: path.to_owned(),
-        what,
-        source,
-    }
-}
-
-/// The run-ahead directory under RW_DIR.
-fn dir_for(config: &Config) -> PathBuf {
-    config.paths.rw_dir.join("spilo/initdb-ahead")
-}
-
 /// `<parent>/.<name>.initdb-ahead` for PGDATA `<parent>/<name>`.
 fn staging_for(pgdata: &Path) -> Option<PathBuf> {
     let name = pgdata.file_name()?.to_str()?;
@@ -111,13 +92,13 @@ fn staging_for(pgdata: &Path) -> Option<PathBuf> {
 
 /// Removes what an earlier run left (a stopped container, a crash): the
 /// staging directory is ours by its name, never PGDATA.
-pub fn clear_stale(config: &Config) -> Result<(), AheadError> {
-    let dir = dir_for(config);
-    let staging = staging_for(&config.paths.pgdata);
+pub(crate) fn clear_stale(paths: &Paths) -> Result<(), AheadError> {
+    let dir = paths.initdb_ahead();
+    let staging = staging_for(&paths.pgdata);
     for path in staging.iter().chain([&dir]) {
         match fs::remove_dir_all(path) {
             Err(e) if e.kind() != ErrorKind::NotFound => {
-                return Err(io(path, "removing a stale initdb run")(e));
+                return Err(IoError::at("removing a stale initdb run", path)(e).into());
             }
             _ => {}
         }
@@ -125,20 +106,50 @@ pub fn clear_stale(config: &Config) -> Result<(), AheadError> {
     Ok(())
 }
 
-/// Whether initdb may run ahead for this member, and with what: only a
-/// new member of its own cluster (embedded etcd with no data yet), with
-/// an empty PGDATA that is not a mount point, no separate WAL volume and
-/// Patroni's plain initdb bootstrap.
-pub fn decide(config: &Config, etcd_data: &Path) -> Option<Ahead> {
-    let paths = &config.paths;
-    if config.dcs.kind != DcsKind::Embedded || etcd_data.exists() || paths.pgwal.is_some() {
+/// A member initdb may run ahead for, as far as the disk tells before the
+/// volumes are prepared: a new member of its own cluster (embedded etcd
+/// with no data yet), with an empty PGDATA that is not a mount point and
+/// no separate WAL volume. Patroni's configuration tells the rest
+/// ([`Candidate::request`]).
+pub(crate) struct Candidate {
+    dir: PathBuf,
+    pgdata: PathBuf,
+    staging: PathBuf,
+}
+
+pub(crate) fn candidate(paths: &Paths, etcd: Option<&etcd::Embedded>) -> Option<Candidate> {
+    if !etcd.is_some_and(|e| e.first_start) || paths.pgwal.is_some() {
         return None;
     }
     if !replaceable(&paths.pgdata) {
         return None;
     }
-    let staging = staging_for(&paths.pgdata)?;
-    let tree = render::patroni::tree(config).ok()?;
+    Some(Candidate {
+        dir: paths.initdb_ahead(),
+        pgdata: paths.pgdata.clone(),
+        staging: staging_for(&paths.pgdata)?,
+    })
+}
+
+impl Candidate {
+    /// The run, when Patroni's configuration (`tree`, without the shim)
+    /// bootstraps with its plain initdb and with options we can mirror.
+    pub(crate) fn request(self, tree: &Map<String, Value>) -> Option<Ahead> {
+        request(tree).map(|(options, password)| Ahead {
+            dir: self.dir,
+            request: Request {
+                options,
+                password,
+                pgdata: self.pgdata,
+                staging: self.staging,
+            },
+        })
+    }
+}
+
+/// Patroni's initdb options and superuser password, for its plain initdb
+/// bootstrap of a new cluster run by its own initdb.
+fn request(tree: &Map<String, Value>) -> Option<(Vec<String>, Option<String>)> {
     let bootstrap = tree.get("bootstrap")?;
     let method = bootstrap.get("method").and_then(Value::as_str);
     if method.is_some_and(|m| m != "initdb") || bootstrap["dcs"].get("standby_cluster").is_some() {
@@ -157,15 +168,7 @@ pub fn decide(config: &Config, etcd_data: &Path) -> Option<Ahead> {
         .and_then(|s| s.get("password"))
         .and_then(Value::as_str)
         .map(str::to_owned);
-    Some(Ahead {
-        dir: dir_for(config),
-        request: Request {
-            options,
-            password,
-            pgdata: paths.pgdata.clone(),
-            staging,
-        },
-    })
+    Some((options, password))
 }
 
 /// PGDATA absent, or an empty directory that a rename can replace (on
@@ -221,25 +224,16 @@ fn python_str(value: &Value) -> Option<String> {
 }
 
 impl Ahead {
-    /// The path Patroni calls initdb by.
-    pub fn shim(&self) -> PathBuf {
+    /// The path Patroni calls initdb by (`bin_name.initdb`, beneath the
+    /// user's settings, which `request` checked hold none).
+    pub(crate) fn shim(&self) -> PathBuf {
         self.dir.join(SHIM)
     }
 
-    /// Points Patroni's initdb at the shim (beneath the user's settings,
-    /// which `decide` checked hold none).
-    pub fn configure(&self, config: &mut Config) {
-        let ours = json!({ "postgresql": { "bin_name": { "initdb": self.shim() } } });
-        if let Value::Object(mut ours) = ours {
-            merge::deep_merge(&mut ours, std::mem::take(&mut config.user));
-            config.user = ours;
-        }
-    }
-
-    /// Writes the spec and the shim, then starts the runner as `like`
-    /// (Patroni's user, environment and directory) and returns once it
-    /// holds the lock, so that the shim cannot miss it. `initdb` is the
-    /// real one of the major that runs (it moves when one is unpacked).
+    /// Writes the spec and the shim, owned by `like`'s user, then starts
+    /// the runner as `like` (Patroni's user, environment and directory)
+    /// and returns once it holds the lock, so that the shim cannot miss
+    /// it. `initdb` is the real one of the major that runs.
     pub fn start(&self, program: &Path, initdb: &Path, like: &ChildSpec) -> Result<(), AheadError> {
         let spec = Spec {
             initdb: initdb.to_owned(),
@@ -268,10 +262,10 @@ impl Ahead {
                 target: program.to_owned(),
             },
         ];
-        files::write_all(&outputs, Owner::detect())?;
+        files::write_all(&outputs, Owner(like.user))?;
         // write_all makes the directory; it is shared with postgres only.
         fs::set_permissions(&self.dir, fs::Permissions::from_mode(0o700))
-            .map_err(io(&self.dir, "chmod"))?;
+            .map_err(IoError::at("chmod", &self.dir))?;
 
         let mut command = Command::new(program);
         command
@@ -287,7 +281,7 @@ impl Ahead {
         }
         let mut runner = command
             .spawn()
-            .map_err(io(program, "starting initdb ahead"))?;
+            .map_err(IoError::at("starting initdb ahead", program))?;
         let mut line = String::new();
         if let Some(out) = runner.stdout.take() {
             let _ = BufReader::new(out).read_line(&mut line);
@@ -307,14 +301,15 @@ const LOCKED: &str = "locked";
 
 fn read_spec(dir: &Path) -> Result<Spec, AheadError> {
     let path = dir.join("spec.json");
-    let text = fs::read(&path).map_err(io(&path, "read"))?;
+    let text = fs::read(&path).map_err(IoError::at("read", &path))?;
     serde_json::from_slice(&text).map_err(|source| AheadError::Spec { path, source })
 }
 
 fn lock(dir: &Path) -> Result<Flock<File>, AheadError> {
     let path = dir.join("lock");
-    let file = File::open(&path).map_err(io(&path, "open"))?;
-    Flock::lock(file, FlockArg::LockExclusive).map_err(|(_, e)| io(&path, "flock")(e.into()))
+    let file = File::open(&path).map_err(IoError::at("open", &path))?;
+    Ok(Flock::lock(file, FlockArg::LockExclusive)
+        .map_err(|(_, e)| IoError::at_nix("flock", &path)(e))?)
 }
 
 /// `spilo initdb-ahead DIR`: takes the lock, says so on stdout, runs
@@ -344,7 +339,7 @@ pub fn run(dir: &Path) -> ExitCode {
                 .mode(0o600)
                 .open(&pwfile)
                 .and_then(|mut f| f.write_all(password.as_bytes()))
-                .map_err(io(&pwfile, "write"))?;
+                .map_err(IoError::at("write", &pwfile))?;
             command.arg(format!("--pwfile={}", pwfile.display()));
         }
         // One syncfs below instead of initdb's fsync of every file: the
@@ -352,7 +347,7 @@ pub fn run(dir: &Path) -> ExitCode {
         // a thousand fsyncs queueing behind etcd's.
         let status = command.arg("--no-sync").arg(&spec.request.staging).status();
         let _ = fs::remove_file(&pwfile);
-        let status = status.map_err(io(&spec.initdb, "run"))?;
+        let status = status.map_err(IoError::at("run", &spec.initdb))?;
         if !status.success() {
             return Err(AheadError::Initdb {
                 initdb: spec.initdb,
@@ -361,7 +356,7 @@ pub fn run(dir: &Path) -> ExitCode {
         }
         sync_file_system(&spec.request.staging)?;
         let done = dir.join("status");
-        fs::write(&done, "ok").map_err(io(&done, "write"))
+        Ok(fs::write(&done, "ok").map_err(IoError::at("write", &done))?)
     })();
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -374,8 +369,8 @@ pub fn run(dir: &Path) -> ExitCode {
 
 /// Flushes the file system holding `dir` to disk.
 fn sync_file_system(dir: &Path) -> Result<(), AheadError> {
-    let handle = File::open(dir).map_err(io(dir, "open"))?;
-    nix::unistd::syncfs(handle.as_raw_fd()).map_err(|e| io(dir, "syncfs")(e.into()))
+    let handle = File::open(dir).map_err(IoError::at("open", dir))?;
+    Ok(nix::unistd::syncfs(handle.as_raw_fd()).map_err(IoError::at_nix("syncfs", dir))?)
 }
 
 /// Whether this process is the shim (called as `initdb`).
@@ -483,6 +478,8 @@ fn matches(request: &Request, args: &[OsString]) -> Result<(), String> {
 
 #[cfg(test)]
 mod tests {
+    use serde_json::json;
+
     use super::*;
 
     #[test]

@@ -32,7 +32,7 @@ pub fn init(format: Format) {
 
 /// One line of a child's output, tagged with the child's name: a prefix
 /// in plain lines, a field in JSON so that it can be filtered on.
-pub fn child_line(name: &str, line: &str) {
+pub(crate) fn child_line(name: &str, line: &str) {
     match FORMAT.get() {
         Some(Format::Json) => tracing::info!(child = name, "{line}"),
         _ => tracing::info!("{name}: {line}"),

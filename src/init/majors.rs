@@ -1,49 +1,40 @@
 //! Images built with `spilo-build compress` keep all but the default
 //! major packed. The one this container runs is unpacked under RW_DIR
-//! first; the model is then rebuilt against the unpacked tree (bin_dir,
-//! preloadable libraries) and the children find its shared libraries
-//! through LD_LIBRARY_PATH.
+//! (`Paths::unpacked_majors`) first; the model already points at the
+//! unpacked tree (`System::unpacks`), and the children find its shared
+//! libraries through LD_LIBRARY_PATH.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use spilo_layout::{LayoutError, archive};
 use tracing::info;
 
-use crate::config::{Config, ConfigError, Env, System};
+use crate::config::Config;
 
 #[derive(Debug, thiserror::Error)]
 pub enum MajorError {
     #[error("unpacking PostgreSQL {major}: {source}")]
     Unpack { major: u32, source: LayoutError },
-    #[error(transparent)]
-    Config(#[from] ConfigError),
+    /// The model and the unpacking disagree on where the tree is.
+    #[error("PostgreSQL {major} was unpacked into {}, not {}", unpacked.display(), expected.display())]
+    Elsewhere {
+        major: u32,
+        unpacked: PathBuf,
+        expected: PathBuf,
+    },
 }
 
-/// Where packed majors are unpacked (`<dir>/<major>`), as `spilo-build
-/// unpack` does by default with RW_DIR=/run.
-fn unpack_dir(config: &Config) -> std::path::PathBuf {
-    config.paths.rw_dir.join("spilo/majors")
-}
-
-/// A major unpacked for this run.
-pub struct Unpacked {
-    /// The model rebuilt against the unpacked tree.
-    pub config: Config,
-    /// What the children need to find its libraries.
-    pub env: Vec<(String, String)>,
-}
-
-/// Unpacks the chosen major when it is packed (None for an installed one).
-pub fn prepare(
+/// What the children need to find the libraries of the major that runs
+/// (none for an installed one).
+pub(crate) fn prepare(
     config: &Config,
-    env: &Env,
     postgres_root: &Path,
-) -> Result<Option<Unpacked>, MajorError> {
+) -> Result<Vec<(String, String)>, MajorError> {
     let major = config.version.major;
-    let unpacked = archive::unpack_if_needed(postgres_root, major, &unpack_dir(config))
+    let unpacked = archive::unpack_if_needed(postgres_root, major, &config.paths.unpacked_majors())
         .map_err(|source| MajorError::Unpack { major, source })?;
     let Some(unpacked) = unpacked else {
-        return Ok(None);
+        return Ok(Vec::new());
     };
     info!(
         "PostgreSQL {major}: {} in {:.2}s",
@@ -54,11 +45,14 @@ pub fn prepare(
         },
         unpacked.seconds
     );
-    let system = System {
-        postgres_root: unpacked.postgres_root,
-        ..System::default()
-    };
-    let config = Config::build(env, &system)?;
+    let bin_dir = unpacked.postgres_root.join(major.to_string()).join("bin");
+    if bin_dir != config.version.bin_dir {
+        return Err(MajorError::Elsewhere {
+            major,
+            unpacked: bin_dir,
+            expected: config.version.bin_dir.clone(),
+        });
+    }
     let mut vars = Vec::new();
     if !unpacked.library_path.is_empty() {
         if let Ok(path) = std::env::join_paths(&unpacked.library_path) {
@@ -68,5 +62,5 @@ pub fn prepare(
             ));
         }
     }
-    Ok(Some(Unpacked { config, env: vars }))
+    Ok(vars)
 }

@@ -1,28 +1,33 @@
-//! `spilo init`, the container's entrypoint (PID 1): check and prepare
-//! the volumes, run `configure` in-process, then supervise etcd (when no
-//! DCS is configured), Patroni and pgbouncer until a signal stops them.
+//! `spilo init`, the container's entrypoint (PID 1), in one pass of typed
+//! steps: check the input (nothing written before), decide what this
+//! start is (the embedded etcd's first start, initdb ahead), prepare the
+//! volumes and nss_wrapper, unpack a packed major, plan and write the
+//! files, then supervise etcd (when no DCS is configured), Patroni and
+//! pgbouncer until a signal stops them.
 
-pub mod account;
-pub mod certwatch;
+pub(crate) mod account;
+mod certwatch;
 pub mod children;
+mod etcd;
 pub mod hooks;
 pub mod initdb_ahead;
 pub mod logging;
-pub mod majors;
-pub mod nss;
-pub mod pod_labels;
+mod majors;
+mod nss;
+mod pod_labels;
 pub mod reaper;
-pub mod shm;
+mod shm;
 pub mod supervisor;
-pub mod volumes;
+mod volumes;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use tracing::{info, warn};
 
-use crate::config::{Config, ConfigError, Env, System};
-use crate::files::{self, Owner, WriteError};
+use crate::config::{Config, ConfigError, DcsKind, Env, Paths, System};
+use crate::files::{self, IoError};
+use crate::render::patroni::{self, Additions};
 use crate::render::{self, RenderError, Section};
 
 use account::{Account, AccountError};
@@ -48,15 +53,13 @@ pub enum InitError {
     #[error(transparent)]
     Volume(#[from] volumes::VolumeError),
     #[error(transparent)]
-    Nss(#[from] nss::NssError),
+    Io(#[from] IoError),
     #[error(transparent)]
     Major(#[from] majors::MajorError),
     #[error(transparent)]
     Render(#[from] RenderError),
     #[error("hook spec: {0}")]
     HookSpec(#[from] serde_json::Error),
-    #[error(transparent)]
-    Write(#[from] WriteError),
     #[error(transparent)]
     Ahead(#[from] initdb_ahead::AheadError),
     #[error("supervisor: {0}")]
@@ -67,10 +70,7 @@ impl InitError {
     /// 2 for bad input (nothing was started), 1 otherwise.
     pub fn exit_code(&self) -> u8 {
         match self {
-            InitError::Config(_)
-            | InitError::Major(majors::MajorError::Config(_))
-            | InitError::Account(_)
-            | InitError::Volume(_) => 2,
+            InitError::Config(_) | InitError::Account(_) | InitError::Volume(_) => 2,
             InitError::Render(e) if e.is_input() => 2,
             _ => 1,
         }
@@ -80,79 +80,25 @@ impl InitError {
 /// Runs the container; returns its exit status once the tree is down.
 pub fn run(env: &Env, options: &Options) -> Result<u8, InitError> {
     let started = Instant::now();
-    if let Err(e) = supervisor::hold_stop_signals() {
-        warn!("cannot hold stop signals until the supervisor runs: {e}");
+    take_charge();
+    let Input {
+        config,
+        account,
+        checked,
+    } = check_input(env, options)?;
+    let start = decide(&config);
+    volumes::prepare(&config.paths, &account, &start.private_dirs(&config.paths))?;
+    if let Some(etcd) = &start.etcd {
+        etcd.mark(&config.paths);
     }
-    if let Err(e) = reaper::become_subreaper() {
-        warn!("cannot become the subreaper of our children: {e}");
-    }
-    let system = System {
-        postgres_root: options.postgres_root.clone(),
-        ..System::default()
-    };
-    // Everything that can be wrong with the input is found by these two,
-    // before anything is written.
-    let mut config = Config::build(env, &system)?;
-    config.warnings.iter().for_each(|w| warn!("{w}"));
-    info!(
-        "PostgreSQL {} ({}), member {} of {}",
-        config.version.major, config.version.source, config.identity.name, config.identity.scope
-    );
-    let embedded_etcd = config.dcs.kind == crate::config::DcsKind::Embedded;
-    let etcd_data = children::etcd_data_dir(&config);
-    if embedded_etcd {
-        match children::clear_unfinished_etcd(&config) {
-            Ok(true) => info!(
-                "{}: removed the data of an embedded etcd whose first start never finished",
-                etcd_data.display()
-            ),
-            Ok(false) => {}
-            Err(e) => warn!("{}: {e}", etcd_data.display()),
-        }
-    }
-    let etcd_first_start = embedded_etcd && !etcd_data.exists();
-    let ahead = initdb_ahead::decide(&config, &etcd_data);
-    let mut outputs = plan(&mut config, &options.hook_program, ahead.as_ref())?;
-    let account = Account::resolve()?;
-    let private_dirs: Vec<PathBuf> = embedded_etcd.then_some(etcd_data).into_iter().collect();
-    volumes::prepare(&config.paths, &account, &private_dirs)?;
-    if etcd_first_start {
-        // Without the mark nothing is removed later: only a cut-short first
-        // start is not cleaned up.
-        if let Err(e) = children::mark_etcd_first_start(&config) {
-            warn!("{}: {e}", config.paths.rw_dir.display());
-        }
-    }
-    let nss_env = nss::prepare(
-        &account,
-        &config.paths.rw_dir,
-        &config.paths.pghome,
-        &options.nss_wrapper,
-        &nss::SYSTEM,
-    )?;
-    if !nss_env.is_empty() {
-        info!(
-            "uid {} has no passwd entry: nss_wrapper gives it one",
-            account.uid
-        );
-    }
-    let shared_buffers = shm::shared_buffers_mb(&config.user, config.sizing.shared_buffers_mb);
-    if let Some(warning) = shm::check(Path::new("/dev/shm"), shared_buffers) {
-        warn!("{warning}");
-    }
-
-    let (config, library_env) = match majors::prepare(&config, env, &options.postgres_root)? {
-        None => (config, Vec::new()),
-        Some(mut unpacked) => {
-            outputs = plan(&mut unpacked.config, &options.hook_program, ahead.as_ref())?;
-            (unpacked.config, unpacked.env)
-        }
-    };
+    let nss_env = nss(&config, &account, options)?;
+    warn_small_shm(&config);
+    let library_env = majors::prepare(&config, &options.postgres_root)?;
+    let plan = plan(&config, checked, start.ahead, &options.hook_program)?;
     let child_env: Vec<(String, String)> = nss_env.into_iter().chain(library_env).collect();
     let specs = children::specs(&config, env, &account, &options.programs, &child_env);
-    initdb_ahead::clear_stale(&config)?;
-    files::write_all(&outputs, Owner::detect())?;
-    if let (Some(ahead), Some(patroni)) = (&ahead, children::patroni(&specs)) {
+    write(&config, &account, &plan.outputs)?;
+    if let (Some(ahead), Some(patroni)) = (&plan.ahead, children::patroni(&specs)) {
         // Before the supervisor, so that initdb overlaps etcd's and
         // Patroni's start-up; after every other write, so that an error
         // leaves no run behind.
@@ -162,7 +108,148 @@ pub fn run(env: &Env, options: &Options) -> Result<u8, InitError> {
             patroni,
         )?;
     }
+    let periodic = vec![watch_certificates(&config)];
+    info!(
+        "configured in {:.1} ms",
+        started.elapsed().as_secs_f64() * 1000.0
+    );
+    supervise(specs, periodic, options.grace)
+}
 
+/// Stop signals are held until the supervisor acts on them, and orphans
+/// are ours to reap.
+fn take_charge() {
+    if let Err(e) = supervisor::hold_stop_signals() {
+        warn!("cannot hold stop signals until the supervisor runs: {e}");
+    }
+    if let Err(e) = reaper::become_subreaper() {
+        warn!("cannot become the subreaper of our children: {e}");
+    }
+}
+
+/// Everything that can be wrong with the input, found before anything is
+/// written: the model (built once, against the tree the major runs from,
+/// unpacked or not), the files whose rendering checks the input, and who
+/// runs PostgreSQL.
+struct Input {
+    config: Config,
+    account: Account,
+    /// Every file but Patroni's configuration, which waits for the major's
+    /// tree, the hook commands and the initdb decision (its input is
+    /// checked by the model).
+    checked: Vec<render::Output>,
+}
+
+const CHECKED: [Section; 3] = [Section::Certificate, Section::PamOauth2, Section::Pgbouncer];
+
+fn check_input(env: &Env, options: &Options) -> Result<Input, InitError> {
+    let system = System {
+        postgres_root: options.postgres_root.clone(),
+        unpacks: true,
+        ..System::default()
+    };
+    let config = Config::build(env, &system)?;
+    config.warnings.iter().for_each(|w| warn!("{w}"));
+    info!(
+        "PostgreSQL {} ({}), member {} of {}",
+        config.version.major, config.version.source, config.identity.name, config.identity.scope
+    );
+    let checked = render::plan(&config, &CHECKED)?;
+    let account = Account::resolve()?;
+    Ok(Input {
+        config,
+        account,
+        checked,
+    })
+}
+
+/// What this start is, decided before the volumes are prepared (they
+/// create the etcd data directory and PGDATA).
+struct Start {
+    /// The embedded etcd, when no DCS is configured.
+    etcd: Option<etcd::Embedded>,
+    ahead: Option<initdb_ahead::Candidate>,
+}
+
+fn decide(config: &Config) -> Start {
+    let etcd = (config.dcs.kind == DcsKind::Embedded).then(|| etcd::prepare(&config.paths));
+    let ahead = initdb_ahead::candidate(&config.paths, etcd.as_ref());
+    Start { etcd, ahead }
+}
+
+impl Start {
+    /// The private directories under RW_DIR the volumes get.
+    fn private_dirs(&self, paths: &Paths) -> Vec<PathBuf> {
+        self.etcd.iter().map(|_| paths.etcd_data()).collect()
+    }
+}
+
+/// nss_wrapper's variables for a uid without a passwd entry (none else).
+fn nss(
+    config: &Config,
+    account: &Account,
+    options: &Options,
+) -> Result<Vec<(String, String)>, InitError> {
+    let nss_env = nss::prepare(account, &config.paths, &options.nss_wrapper, &nss::SYSTEM)?;
+    if !nss_env.is_empty() {
+        info!(
+            "uid {} has no passwd entry: nss_wrapper gives it one",
+            account.uid
+        );
+    }
+    Ok(nss_env)
+}
+
+fn warn_small_shm(config: &Config) {
+    let shared_buffers = shm::shared_buffers_mb(&config.user, config.sizing.shared_buffers_mb);
+    if let Some(warning) = shm::check(Path::new("/dev/shm"), shared_buffers) {
+        warn!("{warning}");
+    }
+}
+
+/// Every file to write, and the run of initdb ahead when there is one.
+struct Plan {
+    outputs: Vec<render::Output>,
+    ahead: Option<initdb_ahead::Ahead>,
+}
+
+/// What `configure` writes, with the hook commands and, when initdb runs
+/// ahead, the shim in Patroni's configuration; plus the hooks' spec.
+fn plan(
+    config: &Config,
+    checked: Vec<render::Output>,
+    candidate: Option<initdb_ahead::Candidate>,
+    hook_program: &Path,
+) -> Result<Plan, InitError> {
+    let hooks = hooks::install(config, hook_program)?;
+    let template = patroni::Template::render(config)?;
+    let mut additions = Additions {
+        hooks: Some(hooks.commands),
+        initdb: None,
+    };
+    let mut tree = template.tree(config, &additions);
+    // Patroni's configuration without the shim tells whether initdb may
+    // run ahead, and with what.
+    let ahead = candidate.and_then(|c| c.request(&tree));
+    if let Some(ahead) = &ahead {
+        additions.initdb = Some(ahead.shim());
+        tree = template.tree(config, &additions);
+    }
+    let mut outputs: Vec<render::Output> = render::patroni_files(config, tree)?.into();
+    outputs.extend(checked);
+    outputs.push(hooks.spec);
+    Ok(Plan { outputs, ahead })
+}
+
+/// Clears what an earlier run ahead left, then writes every file.
+fn write(config: &Config, account: &Account, outputs: &[render::Output]) -> Result<(), InitError> {
+    initdb_ahead::clear_stale(&config.paths)?;
+    files::write_all(outputs, account.owner())?;
+    Ok(())
+}
+
+/// Certificates that change on disk make the postmaster reload.
+fn watch_certificates(config: &Config) -> supervisor::Periodic {
     let tls = &config.ssl.postgres;
     let watched = [
         Some(&tls.cert_file),
@@ -174,33 +261,20 @@ pub fn run(env: &Env, options: &Options) -> Result<u8, InitError> {
     .flatten()
     .cloned()
     .collect();
-    let periodic = vec![certwatch::watch(watched, config.paths.pgdata.clone())];
-    info!(
-        "configured in {:.1} ms",
-        started.elapsed().as_secs_f64() * 1000.0
-    );
+    certwatch::watch(watched, config.paths.pgdata.clone())
+}
 
+/// Supervises the tree until it is down; its exit status.
+fn supervise(
+    specs: Vec<supervisor::ChildSpec>,
+    periodic: Vec<supervisor::Periodic>,
+    grace: Duration,
+) -> Result<u8, InitError> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(InitError::Runtime)?;
     runtime
-        .block_on(supervisor::run(specs, periodic, options.grace))
+        .block_on(supervisor::run(specs, periodic, grace))
         .map_err(InitError::Runtime)
-}
-
-/// What `configure` writes, plus the hooks' spec (and their commands in
-/// the Patroni configuration) and the initdb shim when initdb runs ahead.
-fn plan(
-    config: &mut Config,
-    hook_program: &Path,
-    ahead: Option<&initdb_ahead::Ahead>,
-) -> Result<Vec<render::Output>, InitError> {
-    if let Some(ahead) = ahead {
-        ahead.configure(config);
-    }
-    let hook_spec = hooks::install(config, hook_program)?;
-    let mut outputs = render::plan(config, &[Section::All])?;
-    outputs.push(hook_spec);
-    Ok(outputs)
 }

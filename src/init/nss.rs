@@ -5,60 +5,44 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::files::{self, Owner};
+use crate::config::Paths;
+use crate::files::{self, IoError};
 use crate::render::Output;
 
 use super::account::Account;
 
-#[derive(Debug, thiserror::Error)]
-pub enum NssError {
-    #[error("{}: {source}", path.display())]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error(transparent)]
-    Write(#[from] files::WriteError),
-}
-
 /// Where the system files are read from (tests point elsewhere).
-pub struct Sources<'a> {
-    pub passwd: &'a str,
-    pub group: &'a str,
+pub(crate) struct Sources<'a> {
+    pub(crate) passwd: &'a str,
+    pub(crate) group: &'a str,
 }
 
-pub const SYSTEM: Sources<'static> = Sources {
+pub(crate) const SYSTEM: Sources<'static> = Sources {
     passwd: "/etc/passwd",
     group: "/etc/group",
 };
 
 /// Writes the files when the uid has no entry and returns the variables
 /// that make the children use them (none when it has one).
-pub fn prepare(
+pub(crate) fn prepare(
     account: &Account,
-    rw_dir: &Path,
-    home: &Path,
+    paths: &Paths,
     library: &str,
     sources: &Sources,
-) -> Result<Vec<(String, String)>, NssError> {
+) -> Result<Vec<(String, String)>, IoError> {
     if account.in_passwd {
         return Ok(Vec::new());
     }
-    let read = |path: &Path| {
-        std::fs::read_to_string(path).map_err(|source| NssError::Read {
-            path: path.to_owned(),
-            source,
-        })
-    };
+    let read =
+        |path: &str| std::fs::read_to_string(path).map_err(IoError::at("read", Path::new(path)));
     let (passwd, group) = entries(
         account,
-        home,
-        &read(Path::new(sources.passwd))?,
-        &read(Path::new(sources.group))?,
+        &paths.pghome,
+        &read(sources.passwd)?,
+        &read(sources.group)?,
     );
-    let dir = rw_dir.join("nss");
-    let passwd_path = dir.join("passwd");
-    let group_path = dir.join("group");
+    let passwd_path = paths.nss_passwd();
+    let group_path = paths.nss_group();
     let file = |path: &PathBuf, text: String| Output::File {
         path: path.clone(),
         contents: text.into_bytes(),
@@ -67,7 +51,7 @@ pub fn prepare(
     };
     files::write_all(
         &[file(&passwd_path, passwd), file(&group_path, group)],
-        Owner::detect(),
+        account.owner(),
     )?;
     Ok(vec![
         ("LD_PRELOAD".into(), library.to_owned()),
@@ -143,14 +127,12 @@ mod tests {
             ..account(0)
         };
         let dir = tempfile::tempdir().unwrap();
-        let env = prepare(
-            &known,
-            dir.path(),
-            Path::new("/h"),
-            "libnss_wrapper.so",
-            &SYSTEM,
-        )
+        let paths = Paths::from_vars(&crate::config::env::Vars {
+            rw_dir: Some(dir.path().display().to_string()),
+            ..Default::default()
+        })
         .unwrap();
+        let env = prepare(&known, &paths, "libnss_wrapper.so", &SYSTEM).unwrap();
         assert!(env.is_empty());
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
     }

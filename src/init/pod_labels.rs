@@ -20,12 +20,12 @@ use crate::config::{Config, DcsKind};
 /// Patroni's callbacks Spilo wires its role callback to: a pod restarted
 /// as a replica gets its label back on start (there is no role change),
 /// a stopped one loses it.
-pub const CALLBACKS: [&str; 3] = ["on_start", "on_stop", "on_role_change"];
+pub(crate) const CALLBACKS: [&str; 3] = ["on_start", "on_stop", "on_role_change"];
 
 /// Patroni's callback role names for a leader: 4.x says primary, older
 /// releases master; `promoted` is the moment of promotion. The hooks'
 /// database work runs for the same roles.
-pub const LEADER_ROLES: [&str; 3] = ["primary", "master", "promoted"];
+pub(crate) const LEADER_ROLES: [&str; 3] = ["primary", "master", "promoted"];
 
 /// What the operator's replica service selects.
 const REPLICA_VALUE: &str = "replica";
@@ -49,22 +49,22 @@ const RETRIED_CURL_EXIT: [i32; 7] = [6, 7, 28, 35, 52, 55, 56];
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Target {
     /// `https://<host>:<port>` of the API server.
-    pub api: String,
+    pub(crate) api: String,
     pub namespace: String,
     /// The member name, which is the pod's name.
     pub pod: String,
-    pub label: String,
-    pub leader_value: String,
-    pub standby_leader_value: String,
-    pub token: PathBuf,
-    pub ca: PathBuf,
+    pub(crate) label: String,
+    pub(crate) leader_value: String,
+    pub(crate) standby_leader_value: String,
+    pub(crate) token: PathBuf,
+    pub(crate) ca: PathBuf,
     /// The cluster's name: the operator's primary service (and its
     /// Endpoints object) is named after it.
     #[serde(default)]
-    pub scope: String,
+    pub(crate) scope: String,
     /// Where the primary service sends clients when this pod leads.
     #[serde(default)]
-    pub address: Option<(String, u16)>,
+    pub(crate) address: Option<(String, u16)>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -106,7 +106,7 @@ impl Cause {
 
 impl Target {
     /// On Kubernetes without the Kubernetes DCS only.
-    pub fn from_config(config: &Config) -> Option<Target> {
+    pub(crate) fn from_config(config: &Config) -> Option<Target> {
         if config.dcs.kind == DcsKind::Kubernetes {
             return None;
         }
@@ -125,7 +125,7 @@ impl Target {
         })
     }
 
-    pub fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         self.object_url("pods", &self.pod)
     }
 
@@ -141,7 +141,7 @@ impl Target {
     /// The label value for what Patroni reports, as Patroni's Kubernetes
     /// DCS would set it; None removes the label (a stopped server has no
     /// role). Patroni 4 says primary, older releases master.
-    pub fn value<'a>(&'a self, action: &str, role: &'a str) -> Option<&'a str> {
+    pub(crate) fn value<'a>(&'a self, action: &str, role: &'a str) -> Option<&'a str> {
         if action == "on_stop" {
             return None;
         }
@@ -157,7 +157,7 @@ impl Target {
 
     /// Sets (or removes) the label for this callback; returns the line to
     /// log. Retries what may pass, within [`DEADLINE`].
-    pub fn apply(&self, action: &str, role: &str) -> Result<String, LabelError> {
+    pub(crate) fn apply(&self, action: &str, role: &str) -> Result<String, LabelError> {
         let value = self.value(action, role);
         let body = json!({ "metadata": { "labels": { &self.label: value } } }).to_string();
         let pod = format!("{}/{}", self.namespace, self.pod);
@@ -172,7 +172,11 @@ impl Target {
     /// the cluster, as the operator makes them) at itself, as Spilo's
     /// callback does: with another DCS than Kubernetes nobody else does.
     /// None when this callback makes no leader.
-    pub fn point_endpoints(&self, action: &str, role: &str) -> Option<Result<String, LabelError>> {
+    pub(crate) fn point_endpoints(
+        &self,
+        action: &str,
+        role: &str,
+    ) -> Option<Result<String, LabelError>> {
         let (ip, port) = self.address.as_ref()?;
         if action == "on_stop" || !LEADER_ROLES.contains(&role) || self.scope.is_empty() {
             return None;

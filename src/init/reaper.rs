@@ -10,7 +10,7 @@ use nix::unistd::Pid;
 
 /// How a process ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Exit {
+pub(crate) enum Exit {
     Code(i32),
     Signal(Signal),
 }
@@ -33,7 +33,7 @@ pub fn become_subreaper() -> nix::Result<()> {
 }
 
 /// Collects every child that has exited, without blocking.
-pub fn reap() -> Vec<(Pid, Exit)> {
+pub(crate) fn reap() -> Vec<(Pid, Exit)> {
     let mut exited = Vec::new();
     loop {
         match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
@@ -48,7 +48,7 @@ pub fn reap() -> Vec<(Pid, Exit)> {
 
 /// Our living children (not zombies): after the supervised ones are gone,
 /// these are the orphans we adopted.
-pub fn living_children() -> Vec<Pid> {
+pub(crate) fn living_children() -> Vec<Pid> {
     let me = Pid::this().as_raw();
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return Vec::new();

@@ -9,17 +9,17 @@ use nix::sys::statvfs::statvfs;
 use serde_json::{Map, Value};
 
 /// The least /dev/shm we accept without a warning.
-pub const FLOOR_MB: u64 = 128;
+pub(crate) const FLOOR_MB: u64 = 128;
 
 /// What parallel queries may want: a quarter of shared_buffers (their hash
 /// tables grow with the data cached), never less than the floor.
-pub fn needed_mb(shared_buffers_mb: u64) -> u64 {
+pub(crate) fn needed_mb(shared_buffers_mb: u64) -> u64 {
     (shared_buffers_mb / 4).max(FLOOR_MB)
 }
 
 /// shared_buffers as PostgreSQL reads it: the user's value when given
 /// (8 kB pages without a unit), else ours.
-pub fn shared_buffers_mb(user: &Map<String, Value>, ours: u64) -> u64 {
+pub(crate) fn shared_buffers_mb(user: &Map<String, Value>, ours: u64) -> u64 {
     let given = user
         .get("postgresql")
         .and_then(|p| p.get("parameters"))
@@ -44,7 +44,7 @@ pub fn shared_buffers_mb(user: &Map<String, Value>, ours: u64) -> u64 {
 }
 
 /// A warning when `/dev/shm` (at `path`) is smaller than needed.
-pub fn check(path: &Path, shared_buffers_mb: u64) -> Option<String> {
+pub(crate) fn check(path: &Path, shared_buffers_mb: u64) -> Option<String> {
     let needed = needed_mb(shared_buffers_mb);
     let size_mb = match statvfs(path) {
         Ok(stat) => stat.blocks() * stat.fragment_size() / (1024 * 1024),

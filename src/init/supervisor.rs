@@ -74,9 +74,9 @@ pub struct Restart {
 /// Work done at an interval inside the supervisor (instead of cron).
 /// The job returns a line worth logging, or an error line.
 pub struct Periodic {
-    pub name: &'static str,
-    pub every: Duration,
-    pub job: Box<dyn FnMut() -> Result<Option<String>, String>>,
+    pub(crate) name: &'static str,
+    pub(crate) every: Duration,
+    pub(crate) job: Box<dyn FnMut() -> Result<Option<String>, String>>,
 }
 
 /// Exit status when the tree stopped on request, in time, every child

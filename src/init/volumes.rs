@@ -12,21 +12,17 @@ use nix::sys::statvfs::statvfs;
 use tracing::info;
 
 use crate::config::Paths;
+use crate::files::IoError;
 
 use super::account::Account;
 
 /// Less free space than one WAL segment: PostgreSQL cannot even start.
-pub const MIN_FREE_BYTES: u64 = 16 * 1024 * 1024;
+const MIN_FREE_BYTES: u64 = 16 * 1024 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum VolumeError {
-    #[error("{var}={}: {what}: {source}", path.display())]
-    Io {
-        var: &'static str,
-        path: PathBuf,
-        what: &'static str,
-        source: std::io::Error,
-    },
+    #[error("{var}={source}")]
+    Io { var: &'static str, source: IoError },
     #[error("{var}={}: {reason}", path.display())]
     Unusable {
         var: &'static str,
@@ -41,7 +37,11 @@ struct Ctx<'a> {
 
 /// Prepares PGROOT, PGDATA, PGLOG, PGWAL and the directories under RW_DIR
 /// that the children write to (`extra`: more private directories there).
-pub fn prepare(paths: &Paths, account: &Account, extra: &[PathBuf]) -> Result<(), VolumeError> {
+pub(crate) fn prepare(
+    paths: &Paths,
+    account: &Account,
+    extra: &[PathBuf],
+) -> Result<(), VolumeError> {
     let ctx = Ctx { account };
     ctx.dir("PGROOT", &paths.pgroot, 0o755)?;
     if paths.pgdata.is_dir() {
@@ -84,14 +84,7 @@ impl Ctx<'_> {
                     set_mode(var, path, mode)?;
                 }
                 Err(e) if e.kind() == ErrorKind::AlreadyExists => {}
-                Err(source) => {
-                    return Err(VolumeError::Io {
-                        var,
-                        path: path.to_owned(),
-                        what: "cannot create the directory",
-                        source,
-                    });
-                }
+                Err(e) => return Err(io(var, path, "cannot create the directory")(e)),
             }
         }
         self.owner(var, path)
@@ -133,12 +126,7 @@ impl Ctx<'_> {
                 ),
             });
         }
-        let fixed = fix_owner(path, uid, gid).map_err(|(path, source)| VolumeError::Io {
-            var,
-            path,
-            what: "chown",
-            source,
-        })?;
+        let fixed = fix_owner(path, uid, gid).map_err(|source| VolumeError::Io { var, source })?;
         info!(
             "{var}: gave {fixed} files of the wrong owner to {}",
             self.account.name
@@ -150,22 +138,12 @@ impl Ctx<'_> {
     /// permissions before PostgreSQL does, with a better message.
     fn writable(&self, var: &'static str, dir: &Path) -> Result<(), VolumeError> {
         let probe = dir.join(format!(".spilo-write-check.{}", std::process::id()));
-        fs::write(&probe, b"").map_err(|source| VolumeError::Io {
-            var,
-            path: dir.to_owned(),
-            what: "not writable",
-            source,
-        })?;
+        fs::write(&probe, b"").map_err(io(var, dir, "not writable"))?;
         fs::remove_file(&probe).map_err(io(var, &probe, "remove"))
     }
 
     fn not_full(&self, var: &'static str, dir: &Path) -> Result<(), VolumeError> {
-        let stat = statvfs(dir).map_err(|e| VolumeError::Io {
-            var,
-            path: dir.to_owned(),
-            what: "statvfs",
-            source: e.into(),
-        })?;
+        let stat = statvfs(dir).map_err(|e| io(var, dir, "statvfs")(e.into()))?;
         let free = stat.blocks_available() * stat.fragment_size();
         if free < MIN_FREE_BYTES {
             return Err(VolumeError::Unusable {
@@ -196,23 +174,22 @@ fn set_mode(var: &'static str, path: &Path, mode: u32) -> Result<(), VolumeError
     fs::set_permissions(path, fs::Permissions::from_mode(mode)).map_err(io(var, path, "chmod"))
 }
 
-fn io<'a>(
+/// The error of `action` on `path`, for the variable that names it.
+fn io(
     var: &'static str,
-    path: &'a Path,
-    what: &'static str,
-) -> impl FnOnce(std::io::Error) -> VolumeError + 'a {
-    move |source| VolumeError::Io {
+    path: &Path,
+    action: &'static str,
+) -> impl FnOnce(std::io::Error) -> VolumeError {
+    move |e| VolumeError::Io {
         var,
-        path: path.to_owned(),
-        what,
-        source,
+        source: IoError::at(action, path)(e),
     }
 }
 
 /// Gives the entries under `path` owned by another uid to `uid`:`gid`
 /// (not following links); returns how many were changed.
-fn fix_owner(path: &Path, uid: u32, gid: u32) -> Result<u64, (PathBuf, std::io::Error)> {
-    let at = |e| (path.to_owned(), e);
+fn fix_owner(path: &Path, uid: u32, gid: u32) -> Result<u64, IoError> {
+    let at = |e| IoError::at("chown", path)(e);
     let meta = fs::symlink_metadata(path).map_err(at)?;
     let mut fixed = 0;
     if meta.uid() != uid {

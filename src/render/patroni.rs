@@ -1,15 +1,87 @@
 //! The Patroni configuration: the template filled from the model, parsed,
-//! and the user's SPILO_CONFIGURATION deep-merged over it.
+//! and what `init` adds, then the user's SPILO_CONFIGURATION, deep-merged
+//! over it.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde_json::{Map, Value, json};
 
 use super::RenderError;
 use crate::config::{Config, merge};
 
-/// The merged configuration as a tree, before it becomes YAML.
-pub fn tree(config: &Config) -> Result<Map<String, Value>, RenderError> {
+/// What `init` adds to Patroni's configuration, beneath the user's (so
+/// that SPILO_CONFIGURATION can still replace each key); `configure` adds
+/// nothing.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Additions {
+    pub(crate) hooks: Option<HookCommands>,
+    /// `postgresql.bin_name.initdb`: the shim, when initdb runs ahead.
+    pub(crate) initdb: Option<PathBuf>,
+}
+
+/// The commands that call Patroni's hooks.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HookCommands {
+    /// `bootstrap.post_init`.
+    pub(crate) post_init: String,
+    /// `postgresql.callbacks`: the command of each action.
+    pub callbacks: Map<String, Value>,
+}
+
+impl Additions {
+    /// The additions as Patroni keys.
+    fn keys(&self) -> Map<String, Value> {
+        let mut keys = Map::new();
+        if let Some(hooks) = &self.hooks {
+            merge::deep_merge(
+                &mut keys,
+                object(json!({
+                    "bootstrap": { "post_init": hooks.post_init },
+                    "postgresql": { "callbacks": hooks.callbacks },
+                })),
+            );
+        }
+        if let Some(initdb) = &self.initdb {
+            merge::deep_merge(
+                &mut keys,
+                object(json!({ "postgresql": { "bin_name": { "initdb": initdb } } })),
+            );
+        }
+        keys
+    }
+}
+
+fn object(value: Value) -> Map<String, Value> {
+    match value {
+        Value::Object(map) => map,
+        _ => Map::new(),
+    }
+}
+
+/// The template filled from the model and parsed: rendered once, then
+/// merged with what goes over it (cheap) for each tree asked for.
+pub(crate) struct Template(Map<String, Value>);
+
+impl Template {
+    pub(crate) fn render(config: &Config) -> Result<Self, RenderError> {
+        template(config).map(Template)
+    }
+
+    /// The configuration Patroni gets, before it becomes YAML.
+    pub(crate) fn tree(&self, config: &Config, additions: &Additions) -> Map<String, Value> {
+        let mut over = additions.keys();
+        merge::deep_merge(&mut over, config.user.clone());
+        let mut tree = self.0.clone();
+        merge::deep_merge(&mut tree, over);
+        if let Some(pgwal) = &config.paths.pgwal {
+            add_waldir(&mut tree, pgwal);
+        }
+        tree
+    }
+}
+
+/// The template, filled and parsed.
+fn template(config: &Config) -> Result<Map<String, Value>, RenderError> {
     let id = &config.identity;
     let tls = |t: &crate::config::ssl::Tls| json!({ "cert_file": t.cert_file, "key_file": t.key_file, "ca_file": t.ca_file, "crl_file": t.crl_file });
     let credentials = |c: &crate::config::auth::Credentials| json!({ "username": c.username, "password": c.password });
@@ -33,28 +105,19 @@ pub fn tree(config: &Config) -> Result<Map<String, Value>, RenderError> {
         "log_directory": config.paths.log_directory(),
         "superuser": credentials(&config.auth.superuser),
         "replication": credentials(&config.auth.replication),
-        "preload_libraries": config.preload_libraries,
+        "preload_libraries": config.version.preload_libraries(),
         "pg_hba": config.auth.default_hba(),
     });
     let text = super::templates::render("patroni.yml.j2", context)?;
-    let mut tree = match serde_yaml_ng::from_str::<Value>(&text) {
-        Ok(Value::Object(map)) => map,
-        Ok(_) => {
-            return Err(RenderError::Template(
-                "patroni.yml.j2 is not a mapping".into(),
-            ));
-        }
-        Err(e) => {
-            return Err(RenderError::Template(format!(
-                "patroni.yml.j2 is not YAML: {e}"
-            )));
-        }
-    };
-    merge::deep_merge(&mut tree, config.user.clone());
-    if let Some(pgwal) = &config.paths.pgwal {
-        add_waldir(&mut tree, pgwal);
+    match serde_yaml_ng::from_str::<Value>(&text) {
+        Ok(Value::Object(map)) => Ok(map),
+        Ok(_) => Err(RenderError::Template(
+            "patroni.yml.j2 is not a mapping".into(),
+        )),
+        Err(e) => Err(RenderError::Template(format!(
+            "patroni.yml.j2 is not YAML: {e}"
+        ))),
     }
-    Ok(tree)
 }
 
 /// The options of initdb and of replicas' pg_basebackup, as (section, key).
@@ -100,7 +163,7 @@ fn sets_waldir(item: &Value) -> bool {
 }
 
 /// Replaces passwords and known secret values in a tree (for --dry-run).
-pub fn redact(value: &mut Value, secrets: &[String]) {
+pub(crate) fn redact(value: &mut Value, secrets: &[String]) {
     match value {
         Value::Object(map) => {
             for (key, v) in map.iter_mut() {
@@ -123,8 +186,12 @@ mod tests {
     use super::*;
     use crate::config::{Env, System};
 
-    /// The merged tree for these variables (plus a pod identity).
-    fn tree_for(extra: &[(&str, &str)]) -> Map<String, Value> {
+    fn tree(config: &Config) -> Result<Map<String, Value>, RenderError> {
+        Ok(Template::render(config)?.tree(config, &Additions::default()))
+    }
+
+    /// The model for these variables (plus a pod identity).
+    fn config_for(extra: &[(&str, &str)]) -> Config {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(dir.path().join("majors/17/bin")).unwrap();
         let mut pairs = vec![("HOSTNAME", "node-0"), ("POD_IP", "10.0.0.5")];
@@ -133,8 +200,46 @@ mod tests {
             postgres_root: dir.path().join("majors"),
             ..System::default()
         };
-        let config = Config::build(&Env::from_pairs(pairs), &system).unwrap();
-        tree(&config).unwrap()
+        Config::build(&Env::from_pairs(pairs), &system).unwrap()
+    }
+
+    /// The merged tree for these variables (plus a pod identity).
+    fn tree_for(extra: &[(&str, &str)]) -> Map<String, Value> {
+        tree(&config_for(extra)).unwrap()
+    }
+
+    #[test]
+    fn additions_go_beneath_the_users_configuration() {
+        let config = config_for(&[(
+            "SPILO_CONFIGURATION",
+            "{postgresql: {pg_ident: [a], callbacks: {on_start: mine}}}",
+        )]);
+        let additions = Additions {
+            hooks: Some(HookCommands {
+                post_init: "spilo hook post-init".into(),
+                callbacks: object(json!({ "on_role_change": "spilo hook on-role-change" })),
+            }),
+            initdb: Some("/run/spilo/initdb-ahead/initdb".into()),
+        };
+        let tree = Template::render(&config).unwrap().tree(&config, &additions);
+        let postgresql = tree["postgresql"].as_object().unwrap();
+        let keys: Vec<&str> = postgresql.keys().map(String::as_str).collect();
+        assert_eq!(
+            keys[keys.len() - 3..],
+            ["callbacks", "bin_name", "pg_ident"]
+        );
+        assert_eq!(
+            postgresql["callbacks"],
+            json!({ "on_role_change": "spilo hook on-role-change", "on_start": "mine" })
+        );
+        assert_eq!(
+            postgresql["bin_name"],
+            json!({ "initdb": "/run/spilo/initdb-ahead/initdb" })
+        );
+        assert_eq!(tree["bootstrap"]["post_init"], "spilo hook post-init");
+        let plain = tree_for(&[]);
+        assert!(plain["postgresql"].get("callbacks").is_none());
+        assert!(plain["bootstrap"].get("post_init").is_none());
     }
 
     #[test]

@@ -23,7 +23,10 @@ const TEMPLATES: [(&str, &str); 4] = [
 ];
 
 /// Renders one template with a serializable context.
-pub fn render(name: &str, context: impl serde::Serialize) -> Result<String, minijinja::Error> {
+pub(crate) fn render(
+    name: &str,
+    context: impl serde::Serialize,
+) -> Result<String, minijinja::Error> {
     let mut env = Environment::new();
     // Values are quoted explicitly (tojson), never by file type.
     env.set_auto_escape_callback(|_| AutoEscape::None);

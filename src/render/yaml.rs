@@ -7,7 +7,7 @@ use std::fmt::Write;
 
 use serde_json::{Map, Value};
 
-pub fn to_string(map: &Map<String, Value>) -> String {
+pub(crate) fn to_string(map: &Map<String, Value>) -> String {
     let mut out = String::new();
     mapping(&mut out, map, 0);
     out

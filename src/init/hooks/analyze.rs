@@ -11,7 +11,7 @@ use std::process::{Command, Stdio};
 
 use super::{HookError, Spec};
 
-pub fn start(spec: &Spec) -> Result<(), HookError> {
+pub(crate) fn start(spec: &Spec) -> Result<(), HookError> {
     let program = spec.bin_dir.join("vacuumdb");
     let child = Command::new(&program)
         .args(["--all", "--analyze-only", "--quiet", "-h"])

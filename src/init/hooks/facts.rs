@@ -12,17 +12,17 @@ use super::psql::Psql;
 const QUERY: &str = include_str!("../../../image/sql/facts.sql");
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
-pub struct Facts {
-    pub in_recovery: bool,
+pub(crate) struct Facts {
+    pub(crate) in_recovery: bool,
     /// Every database that takes connections, template1 included.
-    pub databases: Vec<String>,
+    pub(crate) databases: Vec<String>,
     /// Where pg_cron's scheduler reads its jobs; None when the major lacks
     /// pg_cron or the server does not preload it.
-    pub cron_database: Option<String>,
+    pub(crate) cron_database: Option<String>,
 }
 
 impl Facts {
-    pub fn read(psql: &Psql) -> Result<Facts, HookError> {
+    pub(crate) fn read(psql: &Psql) -> Result<Facts, HookError> {
         let answer = psql.value("the server's facts", QUERY)?;
         serde_json::from_str(&answer).map_err(|source| HookError::Facts { answer, source })
     }
@@ -30,7 +30,7 @@ impl Facts {
     /// Right after a promotion the server may still be in recovery, or
     /// briefly refuse connections: asks again each second until it takes
     /// writes, for at most `within`.
-    pub fn when_writable(psql: &Psql, within: Duration) -> Result<Facts, HookError> {
+    pub(crate) fn when_writable(psql: &Psql, within: Duration) -> Result<Facts, HookError> {
         let started = Instant::now();
         loop {
             let last = match Facts::read(psql) {

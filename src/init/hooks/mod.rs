@@ -17,10 +17,10 @@ use std::process::ExitStatus;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value, json};
 
-use crate::config::{Config, merge};
+use crate::config::Config;
 use crate::render::Output;
+use crate::render::patroni::HookCommands;
 
 use super::pod_labels;
 use facts::Facts;
@@ -30,14 +30,14 @@ use psql::Psql;
 /// (mode 0600: it holds the admin password).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Spec {
-    pub bin_dir: PathBuf,
-    pub socket_dir: PathBuf,
-    pub port: u16,
-    pub pgpass: PathBuf,
-    pub superuser: String,
-    pub admin: String,
-    pub admin_password: String,
-    pub human_role: String,
+    pub(crate) bin_dir: PathBuf,
+    pub(crate) socket_dir: PathBuf,
+    pub(crate) port: u16,
+    pub(crate) pgpass: PathBuf,
+    pub(crate) superuser: String,
+    pub(crate) admin: String,
+    pub(crate) admin_password: String,
+    pub(crate) human_role: String,
     /// Labels the pod on Kubernetes when the DCS is not Kubernetes.
     #[serde(default)]
     pub pod_labels: Option<pod_labels::Target>,
@@ -82,10 +82,15 @@ pub enum HookError {
 /// How long `on_role_change` waits for a promoted server to accept writes.
 const PROMOTION_WAIT: Duration = Duration::from_secs(60);
 
-/// The spec file and the Patroni keys that call the hooks; the keys go
-/// under the user's configuration, so that SPILO_CONFIGURATION can still
-/// replace them.
-pub fn install(config: &mut Config, program: &Path) -> Result<Output, serde_json::Error> {
+/// What `init` installs for the hooks: the spec file, and the commands
+/// Patroni calls them by (they go under the user's configuration, so that
+/// SPILO_CONFIGURATION can still replace them).
+pub struct Install {
+    pub spec: Output,
+    pub commands: HookCommands,
+}
+
+pub fn install(config: &Config, program: &Path) -> Result<Install, serde_json::Error> {
     let spec = Spec {
         bin_dir: config.version.bin_dir.clone(),
         socket_dir: config.paths.socket_dir(),
@@ -97,7 +102,7 @@ pub fn install(config: &mut Config, program: &Path) -> Result<Output, serde_json
         human_role: config.auth.human_role.clone(),
         pod_labels: pod_labels::Target::from_config(config),
     };
-    let path = config.paths.rw_dir.join("hooks.json");
+    let path = config.paths.hooks_spec();
     let command = |hook: &str| {
         format!(
             "{} hook {hook} {}",
@@ -110,24 +115,21 @@ pub fn install(config: &mut Config, program: &Path) -> Result<Output, serde_json
         Some(_) => &pod_labels::CALLBACKS,
         None => &["on_role_change"],
     };
-    let callbacks: Map<String, Value> = actions
-        .iter()
-        .map(|a| (a.to_string(), command("on-role-change").into()))
-        .collect();
-    let mut ours = match json!({
-        "bootstrap": { "post_init": command("post-init") },
-        "postgresql": { "callbacks": callbacks },
-    }) {
-        Value::Object(map) => map,
-        _ => Map::new(),
+    let commands = HookCommands {
+        post_init: command("post-init"),
+        callbacks: actions
+            .iter()
+            .map(|a| (a.to_string(), command("on-role-change").into()))
+            .collect(),
     };
-    merge::deep_merge(&mut ours, std::mem::take(&mut config.user));
-    config.user = ours;
-    Ok(Output::File {
-        contents: serde_json::to_vec_pretty(&spec)?,
-        path,
-        mode: 0o600,
-        redacted: None,
+    Ok(Install {
+        spec: Output::File {
+            contents: serde_json::to_vec_pretty(&spec)?,
+            path,
+            mode: 0o600,
+            redacted: None,
+        },
+        commands,
     })
 }
 
@@ -152,7 +154,7 @@ pub fn post_init(spec: &Spec, connection: &str) -> Result<(), HookError> {
 /// `on_role_change ACTION ROLE SCOPE`: on promotion the same as
 /// `post_init` (a primary restored from a backup, or someone, may have
 /// changed what it made), then the analyze. Other roles have nothing to do.
-pub fn on_role_change(spec: &Spec, role: &str) -> Result<bool, HookError> {
+pub(crate) fn on_role_change(spec: &Spec, role: &str) -> Result<bool, HookError> {
     if !pod_labels::LEADER_ROLES.contains(&role) {
         return Ok(false);
     }

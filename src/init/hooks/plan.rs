@@ -33,7 +33,7 @@ struct Step<'a> {
 /// The roles, then every other step; a step that fails (a broken database,
 /// say) does not keep the others from running, and the failures are
 /// reported together.
-pub fn apply(psql: &Psql, facts: &Facts) -> Result<(), HookError> {
+pub(crate) fn apply(psql: &Psql, facts: &Facts) -> Result<(), HookError> {
     psql.run("roles", None, ROLES)?;
     let failed: Vec<HookError> = steps(facts)
         .iter()

@@ -18,7 +18,7 @@ const OPTIONS: &str = "-c synchronous_commit=local -c statement_timeout=0 \
                        -c client_min_messages=warning -c search_path=pg_catalog";
 
 /// How the hooks reach the server, and the values of the psql variables.
-pub struct Psql<'a> {
+pub(crate) struct Psql<'a> {
     spec: &'a Spec,
     /// Arguments of the first connection; `\connect` reuses them.
     connection: Vec<String>,
@@ -26,7 +26,7 @@ pub struct Psql<'a> {
 
 impl<'a> Psql<'a> {
     /// Through the connection string Patroni passes to post_init.
-    pub fn with_connection_string(spec: &'a Spec, connection: &str) -> Self {
+    pub(crate) fn with_connection_string(spec: &'a Spec, connection: &str) -> Self {
         Psql {
             spec,
             connection: vec!["-d".into(), connection.into()],
@@ -35,7 +35,7 @@ impl<'a> Psql<'a> {
 
     /// Through the socket, as the superuser, to `postgres` (callbacks get
     /// no connection string).
-    pub fn socket(spec: &'a Spec) -> Self {
+    pub(crate) fn socket(spec: &'a Spec) -> Self {
         Psql {
             spec,
             connection: vec![
@@ -54,7 +54,12 @@ impl<'a> Psql<'a> {
     /// Runs `parts` in one session, in `database` (None: the first
     /// connection's), stopping at the first error; `what` names the step
     /// in the error.
-    pub fn run(&self, what: &str, database: Option<&str>, parts: &[&str]) -> Result<(), HookError> {
+    pub(crate) fn run(
+        &self,
+        what: &str,
+        database: Option<&str>,
+        parts: &[&str],
+    ) -> Result<(), HookError> {
         let mut script = self.variables();
         if let Some(database) = database {
             script.push_str(&connect(database));
@@ -64,7 +69,7 @@ impl<'a> Psql<'a> {
     }
 
     /// The single value `sql` returns, as text.
-    pub fn value(&self, what: &str, sql: &str) -> Result<String, HookError> {
+    pub(crate) fn value(&self, what: &str, sql: &str) -> Result<String, HookError> {
         let out = self.execute(what, &["-t", "-A"], sql, Stdio::piped())?;
         Ok(String::from_utf8_lossy(&out).trim().to_owned())
     }
