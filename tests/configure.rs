@@ -481,7 +481,7 @@ fn pam_oauth2_configure_and_the_module_agree() {
     let mut failures = Vec::new();
     for &(line, valid) in PAM_OAUTH2_LINES {
         // What the module makes of the rendered arguments at login.
-        let module = pam_oauth2::Config::parse_pam_arguments(line);
+        let module = pam_oauth2_args::Config::parse_pam_arguments(line);
         let sandbox = Sandbox::new();
         let env = vars(&[
             ("HOSTNAME", "demo-0"),
@@ -499,7 +499,7 @@ fn pam_oauth2_configure_and_the_module_agree() {
                 .lines()
                 .find_map(|l| l.strip_prefix("auth sufficient pam_oauth2.so "))
                 .unwrap_or_default();
-            written == line && pam_oauth2::Config::parse_pam_arguments(written).is_ok()
+            written == line && pam_oauth2_args::Config::parse_pam_arguments(written).is_ok()
         } else {
             // One line naming the variable, its value and the module's reason.
             let reason = module.as_ref().err().map(ToString::to_string);
@@ -531,7 +531,7 @@ fn pam_oauth2_configure_and_the_module_agree() {
     for (line_length, fits) in [(1023, true), (1024, false)] {
         let sandbox = Sandbox::new();
         let value = padded(line_length);
-        assert!(pam_oauth2::Config::parse_pam_arguments(&value).is_ok());
+        assert!(pam_oauth2_args::Config::parse_pam_arguments(&value).is_ok());
         let env = vars(&[
             ("HOSTNAME", "demo-0"),
             ("POD_IP", "10.0.0.9"),

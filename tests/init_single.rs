@@ -408,7 +408,7 @@ fn a_full_data_volume_is_refused_untouched() {
     assert_eq!(fs::read_dir(dir.join("pgroot")).unwrap().count(), 0);
 }
 
-/// Every file and link under `dir` (what `spilo build compress` packs).
+/// Every file and link under `dir` (what `spilo-build compress` packs).
 fn entries(dir: &Path) -> Vec<std::path::PathBuf> {
     let mut found = Vec::new();
     let mut stack = vec![dir.to_owned()];
