@@ -13,30 +13,8 @@ use nix::unistd::{Gid, Uid, chown};
 
 use crate::render::Output;
 
-/// A failed file system call: what it did, on which path, and why.
-#[derive(Debug, thiserror::Error)]
-#[error("{}: {action}: {source}", path.display())]
-pub struct IoError {
-    pub(crate) action: &'static str,
-    pub(crate) path: PathBuf,
-    pub(crate) source: std::io::Error,
-}
-
-impl IoError {
-    /// For `map_err`: the error of `action` on `path`.
-    pub(crate) fn at(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> Self {
-        move |source| IoError {
-            action,
-            path: path.to_owned(),
-            source,
-        }
-    }
-
-    /// The same for nix's errors.
-    pub(crate) fn at_nix(action: &'static str, path: &Path) -> impl FnOnce(nix::Error) -> Self {
-        move |e| Self::at(action, path)(e.into())
-    }
-}
+/// The one I/O error of the runtime (and of the build tool).
+pub(crate) use spilo_layout::IoError;
 
 /// Who gets what we write: the account's uid and gid when we are root and
 /// PostgreSQL runs as another account; None leaves files to us.
@@ -47,7 +25,7 @@ impl Owner {
     fn apply(&self, path: &Path) -> Result<(), IoError> {
         match self.0 {
             Some((uid, gid)) => {
-                chown(path, Some(uid), Some(gid)).map_err(IoError::at_nix("chown", path))
+                chown(path, Some(uid), Some(gid)).map_err(IoError::at("chown", path))
             }
             None => Ok(()),
         }

@@ -4,10 +4,11 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 
-use spilo::config::{Env, version::DEFAULT_POSTGRES_ROOT};
+use spilo::config::Env;
 use spilo::configure;
 use spilo::init::{self, children::Programs, hooks, initdb_ahead, logging};
 use spilo::render::Section;
+use spilo_layout::POSTGRES_ROOT;
 
 /// PostgreSQL high availability in one image, configured by environment
 /// variables (a drop-in replacement for Zalando's Spilo).
@@ -32,14 +33,14 @@ enum Command {
         #[arg(long, requires = "dry_run")]
         show_secrets: bool,
         /// Where the PostgreSQL majors are installed (<root>/<major>/bin).
-        #[arg(long, env = "SPILO_POSTGRES_ROOT", default_value = DEFAULT_POSTGRES_ROOT)]
+        #[arg(long, env = "SPILO_POSTGRES_ROOT", default_value = POSTGRES_ROOT)]
         postgres_root: PathBuf,
     },
     /// The container's entrypoint: prepare the volumes, configure, then
     /// run and supervise etcd (without a DCS), Patroni and pgbouncer.
     Init {
         /// Where the PostgreSQL majors are installed (<root>/<major>/bin).
-        #[arg(long, env = "SPILO_POSTGRES_ROOT", default_value = DEFAULT_POSTGRES_ROOT)]
+        #[arg(long, env = "SPILO_POSTGRES_ROOT", default_value = POSTGRES_ROOT)]
         postgres_root: PathBuf,
         /// The Patroni executable.
         #[arg(long, env = "SPILO_PATRONI_BIN", default_value = "patroni")]

@@ -446,11 +446,7 @@ fn a_packed_major_is_unpacked_under_rw_dir_and_run() {
         packages: Vec::new(),
         unpack_seconds: 0.0,
     };
-    fs::write(
-        compress::info_path(&root, 15),
-        serde_json::to_vec(&info).unwrap(),
-    )
-    .unwrap();
+    info.write(&root).unwrap();
 
     let mut options = NodeOptions::new("packed", "127.0.0.2", None);
     options.extra_env = vec![("SPILO_POSTGRES_ROOT".into(), root.display().to_string())];

@@ -5,6 +5,8 @@ use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::Command;
 
+use spilo_layout::IoError;
+
 use super::spec::{Source, Spec};
 use super::{BuildError, run, stdout_of};
 
@@ -53,7 +55,7 @@ fn read_if_exists(path: &Path) -> Result<Option<String>, BuildError> {
     match std::fs::read_to_string(path) {
         Ok(text) => Ok(Some(text)),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(BuildError::io("read", path, e)),
+        Err(e) => Err(IoError::at("read", path)(e).into()),
     }
 }
 
@@ -61,7 +63,7 @@ fn read_dir_if_exists(path: &Path) -> Result<Option<std::fs::ReadDir>, BuildErro
     match std::fs::read_dir(path) {
         Ok(read) => Ok(Some(read)),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(BuildError::io("list", path, e)),
+        Err(e) => Err(IoError::at("list", path)(e).into()),
     }
 }
 

@@ -10,8 +10,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
-use spilo_layout::POSTGRES_ROOT;
 use spilo_layout::archive::{WINDOW_LOG, unpack};
+use spilo_layout::{IoError, POSTGRES_ROOT};
 
 use super::dpkg::{self, Installed};
 use super::install::Selection;
@@ -21,7 +21,7 @@ use super::{BuildError, Progress, under};
 
 /// What `pack` writes and where, for whoever packs a major (the host tests
 /// too).
-pub use spilo_layout::archive::{ArchiveInfo, Format, archive_dir, info_path};
+pub use spilo_layout::archive::{ArchiveInfo, Format, archive_dir};
 
 /// Parts of an exclusive package that are packed. Anything else of it (data
 /// under /usr/share, programs in /usr/bin) stays, since libraries find data
@@ -91,7 +91,7 @@ pub fn run(root: &Path, spec: &Spec, format: Format, level: Option<i32>) -> Resu
         let archive = archive_dir(&postgres_root).join(&file);
         let (files, unpacked_bytes) = pack(root, &paths, &archive, format, level)?;
         let bytes = std::fs::metadata(&archive)
-            .map_err(|e| BuildError::io("inspect", &archive, e))?
+            .map_err(IoError::at("inspect", &archive))?
             .len();
         progress.say(&format!(
             "PostgreSQL {major}: {files} files, {} → {} in {:.1}s",
@@ -127,7 +127,7 @@ pub fn run(root: &Path, spec: &Spec, format: Format, level: Option<i32>) -> Resu
         }
         remove_packed(root, &paths)?;
         let checked = check_links(&scratch, major, &info.library_dirs);
-        std::fs::remove_dir_all(&scratch).map_err(|e| BuildError::io("remove", &scratch, e))?;
+        std::fs::remove_dir_all(&scratch).map_err(IoError::at("remove", &scratch))?;
         checked?;
         progress.say(&format!(
             "PostgreSQL {major}: unpacks in {:.2}s; libraries in {}",
@@ -138,12 +138,7 @@ pub fn run(root: &Path, spec: &Spec, format: Format, level: Option<i32>) -> Resu
                 .collect::<Vec<_>>()
                 .join(", ")
         ));
-        let path = info_path(&postgres_root, major);
-        let text = serde_json::to_string_pretty(&info).map_err(|source| BuildError::Json {
-            path: path.clone(),
-            source,
-        })?;
-        std::fs::write(&path, text).map_err(|e| BuildError::io("write", &path, e))?;
+        info.write(&postgres_root)?;
     }
     progress.say("done");
     Ok(())
@@ -152,7 +147,7 @@ pub fn run(root: &Path, spec: &Spec, format: Format, level: Option<i32>) -> Resu
 /// Extension names a major ships (its `*.control` files).
 pub fn extensions_of(root: &Path, major: u32) -> Result<Vec<String>, BuildError> {
     let dir = under(root, format!("/usr/share/postgresql/{major}/extension"));
-    let read = std::fs::read_dir(&dir).map_err(|e| BuildError::io("list", &dir, e))?;
+    let read = std::fs::read_dir(&dir).map_err(IoError::at("list", &dir))?;
     let mut names: Vec<String> = read
         .filter_map(Result::ok)
         // A link that leads nowhere is no extension.
@@ -178,11 +173,11 @@ pub fn pack(
     level: i32,
 ) -> Result<(u64, u64), BuildError> {
     if let Some(parent) = archive.parent() {
-        std::fs::create_dir_all(parent).map_err(|e| BuildError::io("create", parent, e))?;
+        std::fs::create_dir_all(parent).map_err(IoError::at("create", parent))?;
     }
-    let out = File::create(archive).map_err(|e| BuildError::io("create", archive, e))?;
+    let out = File::create(archive).map_err(IoError::at("create", archive))?;
     let out = BufWriter::new(out);
-    let io = |e| BuildError::io("write", archive, e);
+    let io = |e: std::io::Error| IoError::at("write", archive)(e);
     match format {
         Format::Zstd => {
             let mut enc = zstd::Encoder::new(out, level).map_err(io)?;
@@ -219,7 +214,7 @@ fn append_all<W: Write>(
             Ok(meta) => meta,
             // Removed by slim.
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-            Err(e) => return Err(BuildError::io("inspect", &full, e)),
+            Err(e) => return Err(IoError::at("inspect", &full)(e).into()),
         };
         if meta.is_dir() {
             continue;
@@ -233,7 +228,7 @@ fn append_all<W: Write>(
         };
         builder
             .append_path_with_name(&source, name)
-            .map_err(|e| BuildError::io("pack", &full, e))?;
+            .map_err(IoError::at("pack", &full))?;
         count += 1;
         if meta.is_file() {
             bytes += meta.len();
@@ -241,7 +236,7 @@ fn append_all<W: Write>(
     }
     let out = builder
         .into_inner()
-        .map_err(|e| BuildError::io("write", archive, e))?;
+        .map_err(IoError::at("write", archive))?;
     Ok((count, bytes, out))
 }
 
@@ -252,7 +247,7 @@ fn resolve(root: &Path, link: &Path) -> Result<PathBuf, BuildError> {
         let target = match std::fs::read_link(&current) {
             Ok(target) => target,
             Err(e) if e.kind() == std::io::ErrorKind::InvalidInput => return Ok(current),
-            Err(e) => return Err(BuildError::io("follow", &current, e)),
+            Err(e) => return Err(IoError::at("follow", &current)(e).into()),
         };
         current = if target.is_absolute() {
             under(root, target)
@@ -295,7 +290,7 @@ fn remove_packed(root: &Path, paths: &[PathBuf]) -> Result<(), BuildError> {
                 dirs.insert(full);
             }
             Ok(_) => {
-                std::fs::remove_file(&full).map_err(|e| BuildError::io("remove", &full, e))?;
+                std::fs::remove_file(&full).map_err(IoError::at("remove", &full))?;
                 dirs.extend(
                     full.ancestors()
                         .skip(1)
@@ -304,7 +299,7 @@ fn remove_packed(root: &Path, paths: &[PathBuf]) -> Result<(), BuildError> {
                 );
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(BuildError::io("inspect", &full, e)),
+            Err(e) => return Err(IoError::at("inspect", &full)(e).into()),
         }
     }
     // Deepest first, so a major's tree goes whole; directories still used
@@ -319,7 +314,7 @@ fn remove_packed(root: &Path, paths: &[PathBuf]) -> Result<(), BuildError> {
                     e.kind(),
                     std::io::ErrorKind::DirectoryNotEmpty | std::io::ErrorKind::NotFound
                 ) => {}
-            Err(e) => return Err(BuildError::io("remove", &dir, e)),
+            Err(e) => return Err(IoError::at("remove", &dir)(e).into()),
         }
     }
     Ok(())
@@ -376,26 +371,24 @@ fn check_links(unpacked: &Path, major: u32, library_dirs: &[PathBuf]) -> Result<
 fn is_elf(path: &Path) -> Result<bool, BuildError> {
     use std::io::Read;
     let mut magic = [0u8; 4];
-    let mut file = File::open(path).map_err(|e| BuildError::io("open", path, e))?;
+    let mut file = File::open(path).map_err(IoError::at("open", path))?;
     match file.read_exact(&mut magic) {
         Ok(()) => Ok(&magic == b"\x7fELF"),
         Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Ok(false),
-        Err(e) => Err(BuildError::io("read", path, e)),
+        Err(e) => Err(IoError::at("read", path)(e).into()),
     }
 }
 
 fn tempdir(root: &Path, major: u32) -> Result<PathBuf, BuildError> {
     let dir = under(root, format!("/tmp/spilo-check-{major}"));
     if dir.exists() {
-        std::fs::remove_dir_all(&dir).map_err(|e| BuildError::io("remove", &dir, e))?;
+        std::fs::remove_dir_all(&dir).map_err(IoError::at("remove", &dir))?;
     }
     Ok(dir)
 }
 
 #[cfg(test)]
 mod tests {
-    use spilo_layout::archive::unpack_if_needed;
-
     use super::*;
 
     fn put(root: &Path, path: &str, text: &str) {
@@ -404,7 +397,9 @@ mod tests {
         std::fs::write(p, text).unwrap();
     }
 
-    fn fixture(format: Format) -> (tempfile::TempDir, PathBuf) {
+    /// A major packed from an image root; returns the scratch directory,
+    /// the postgres root and the archive.
+    fn fixture(format: Format) -> (tempfile::TempDir, PathBuf, PathBuf) {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().join("image");
         put(
@@ -457,54 +452,27 @@ mod tests {
         // The link counts as the link, though packed as the file it leads to.
         assert_eq!(bytes, ("#!/bin/true\n".len() + 1 + 3) as u64);
         remove_packed(&root, &paths).unwrap();
-        let info = ArchiveInfo {
-            major: 15,
-            format,
-            file: archive.file_name().unwrap().to_string_lossy().into_owned(),
-            bytes: std::fs::metadata(&archive).unwrap().len(),
-            unpacked_bytes: bytes,
-            files,
-            library_dirs: vec!["usr/lib/x86_64-linux-gnu".into()],
-            extensions: vec!["postgis".into()],
-            packages: vec![],
-            unpack_seconds: 0.0,
-        };
-        std::fs::write(
-            info_path(&pg_root, 15),
-            serde_json::to_string(&info).unwrap(),
-        )
-        .unwrap();
-        (dir, pg_root)
+        (dir, pg_root, archive)
     }
 
+    /// Unpacking as `spilo init` does is `spilo_layout::archive`'s test;
+    /// here: what `pack` puts in, relocatable.
     #[test]
-    fn unpacks_one_major_once_relocated() {
+    fn packs_one_major_relocatable() {
         for format in [Format::Zstd, Format::Gzip] {
-            let (dir, pg_root) = fixture(format);
+            let (dir, pg_root, archive) = fixture(format);
             assert!(!pg_root.join("15").exists(), "packed files are removed");
-            let dest = dir.path().join("run/spilo/majors");
-            let first = unpack_if_needed(&pg_root, 15, &dest).unwrap().unwrap();
-            assert!(first.fresh);
-            assert_eq!(first.postgres_root, dest.join("15/usr/lib/postgresql"));
-            assert!(first.postgres_root.join("15/bin/postgres").is_file());
-            assert!(
-                dest.join("15/usr/share/postgresql/15/extension/postgis.control")
-                    .is_file()
-            );
-            assert_eq!(
-                first.library_path,
-                vec![dest.join("15/usr/lib/x86_64-linux-gnu")]
-            );
-            let control = dest.join("15/usr/share/postgresql/15/extension/postgis.control");
+            let dest = dir.path().join("unpacked");
+            unpack(&archive, format, &dest).unwrap();
+            assert!(dest.join("usr/lib/postgresql/15/bin/postgres").is_file());
+            let control = dest.join("usr/share/postgresql/15/extension/postgis.control");
             assert!(std::fs::symlink_metadata(&control).unwrap().is_file());
             assert_eq!(std::fs::read_to_string(control).unwrap(), "c");
             let link =
-                std::fs::read_link(dest.join("15/usr/lib/x86_64-linux-gnu/libgdal.so.32")).unwrap();
+                std::fs::read_link(dest.join("usr/lib/x86_64-linux-gnu/libgdal.so.32")).unwrap();
             assert_eq!(link, Path::new("libgdal.so.32.3.6.2"));
-            let again = unpack_if_needed(&pg_root, 15, &dest).unwrap().unwrap();
-            assert!(!again.fresh);
             assert_eq!(
-                library_dirs(&dest.join("15")).unwrap(),
+                library_dirs(&dest).unwrap(),
                 vec![PathBuf::from("usr/lib/x86_64-linux-gnu")]
             );
         }

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use serde::{Deserialize, Serialize};
+use spilo_layout::IoError;
 
 use super::run as run_command;
 use super::spec::{BASE_SOURCE, Spec};
@@ -31,7 +32,7 @@ pub struct Selection {
 impl Selection {
     pub fn load(root: &Path) -> Result<Selection, BuildError> {
         let path = super::under(root, SELECTION);
-        let text = std::fs::read_to_string(&path).map_err(|e| BuildError::io("read", &path, e))?;
+        let text = std::fs::read_to_string(&path).map_err(IoError::at("read", &path))?;
         serde_json::from_str(&text).map_err(|source| BuildError::Json { path, source })
     }
 
@@ -52,8 +53,7 @@ pub fn run(spec: &Spec) -> Result<(), BuildError> {
     write(Path::new(POLICY_RC_D), "#!/bin/sh\nexit 101\n")?;
     chmod(Path::new(POLICY_RC_D), 0o755)?;
     let result = install(spec, &progress);
-    std::fs::remove_file(POLICY_RC_D)
-        .map_err(|e| BuildError::io("remove", Path::new(POLICY_RC_D), e))?;
+    std::fs::remove_file(POLICY_RC_D).map_err(IoError::at("remove", Path::new(POLICY_RC_D)))?;
     result?;
     progress.say("done");
     Ok(())
@@ -172,7 +172,7 @@ fn install(spec: &Spec, progress: &Progress) -> Result<(), BuildError> {
         symlink(target, link)?;
     }
     for dir in &spec.image.writable {
-        std::fs::create_dir_all(dir).map_err(|e| BuildError::io("create", dir, e))?;
+        std::fs::create_dir_all(dir).map_err(IoError::at("create", dir))?;
         chmod(dir, 0o1777)?;
     }
     check_no_cluster()?;
@@ -183,7 +183,7 @@ fn install(spec: &Spec, progress: &Progress) -> Result<(), BuildError> {
 /// The spec's suite must be the base's, or the derived sources are wrong.
 fn check_base_suite(spec: &Spec) -> Result<(), BuildError> {
     let path = Path::new("/etc/os-release");
-    let text = std::fs::read_to_string(path).map_err(|e| BuildError::io("read", path, e))?;
+    let text = std::fs::read_to_string(path).map_err(IoError::at("read", path))?;
     let codename = text
         .lines()
         .find_map(|l| l.strip_prefix("VERSION_CODENAME="))
@@ -234,7 +234,7 @@ fn create_user(spec: &Spec) -> Result<(), BuildError> {
     }
     // useradd makes the home 0700; a container under another UID must
     // still reach the data directory below it.
-    std::fs::create_dir_all(&user.home).map_err(|e| BuildError::io("create", &user.home, e))?;
+    std::fs::create_dir_all(&user.home).map_err(IoError::at("create", &user.home))?;
     chmod(&user.home, 0o755)
 }
 
@@ -257,7 +257,7 @@ fn check_no_cluster() -> Result<(), BuildError> {
     let clusters = match std::fs::read_dir(dir) {
         Ok(read) => read.filter_map(Result::ok).count(),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
-        Err(e) => return Err(BuildError::io("list", dir, e)),
+        Err(e) => return Err(IoError::at("list", dir)(e).into()),
     };
     if clusters > 0 {
         return Err(BuildError::Check(format!(
@@ -270,25 +270,28 @@ fn check_no_cluster() -> Result<(), BuildError> {
 
 fn write(path: &Path, text: &str) -> Result<(), BuildError> {
     if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent).map_err(|e| BuildError::io("create", parent, e))?;
+        std::fs::create_dir_all(parent).map_err(IoError::at("create", parent))?;
     }
-    std::fs::write(path, text).map_err(|e| BuildError::io("write", path, e))
+    std::fs::write(path, text).map_err(IoError::at("write", path))?;
+    Ok(())
 }
 
 fn chmod(path: &Path, mode: u32) -> Result<(), BuildError> {
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
-        .map_err(|e| BuildError::io("chmod", path, e))
+        .map_err(IoError::at("chmod", path))?;
+    Ok(())
 }
 
 fn symlink(target: &Path, link: &Path) -> Result<(), BuildError> {
     if let Some(parent) = link.parent() {
-        std::fs::create_dir_all(parent).map_err(|e| BuildError::io("create", parent, e))?;
+        std::fs::create_dir_all(parent).map_err(IoError::at("create", parent))?;
     }
     match std::fs::remove_file(link) {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(BuildError::io("remove", link, e)),
+        Err(e) => return Err(IoError::at("remove", link)(e).into()),
     }
-    std::os::unix::fs::symlink(target, link).map_err(|e| BuildError::io("link", link, e))
+    std::os::unix::fs::symlink(target, link).map_err(IoError::at("link", link))?;
+    Ok(())
 }

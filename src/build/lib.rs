@@ -20,19 +20,15 @@ use std::time::Instant;
 
 use clap::{Args, Subcommand};
 use spilo_layout::archive::{self, Format};
-use spilo_layout::{LayoutError, POSTGRES_ROOT};
+use spilo_layout::{IoError, LayoutError, POSTGRES_ROOT, UNPACKED_SUBDIR};
 
 pub use spec::Spec;
 pub use spilo_layout::under;
 
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
-    #[error("{action} {}: {source}", path.display())]
-    Io {
-        action: &'static str,
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] IoError),
     #[error("spec {}: {reason}", path.display())]
     Spec { path: PathBuf, reason: String },
     #[error("{command}: {reason}")]
@@ -48,16 +44,6 @@ pub enum BuildError {
     },
     #[error(transparent)]
     Layout(#[from] LayoutError),
-}
-
-impl BuildError {
-    pub fn io(action: &'static str, path: &Path, source: std::io::Error) -> BuildError {
-        BuildError::Io {
-            action,
-            path: path.to_owned(),
-            source,
-        }
-    }
 }
 
 #[derive(Debug, Args)]
@@ -88,8 +74,9 @@ pub enum Step {
     /// Unpack one packed major as `spilo init` does, and say how long it took.
     Unpack {
         major: u32,
-        /// Where majors are unpacked (`<dest>/<major>`).
-        #[arg(long, default_value = "/run/spilo/majors")]
+        /// Where majors are unpacked (`<dest>/<major>`); by default where
+        /// `spilo init` unpacks them with RW_DIR=/run.
+        #[arg(long, default_value_os_t = Path::new("/run").join(UNPACKED_SUBDIR))]
         dest: PathBuf,
         #[arg(long, env = "SPILO_POSTGRES_ROOT", default_value = POSTGRES_ROOT)]
         postgres_root: PathBuf,

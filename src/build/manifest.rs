@@ -4,9 +4,9 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use spilo_layout::POSTGRES_ROOT;
 use spilo_layout::archive::read_info;
 use spilo_layout::manifest::{MANIFEST, MajorEntry, Manifest};
+use spilo_layout::{IoError, POSTGRES_ROOT};
 
 use super::compress;
 use super::dpkg::Installed;
@@ -41,7 +41,7 @@ pub fn run(root: &Path, spec: &Spec, spec_path: &Path) -> Result<(), BuildError>
         path: path.clone(),
         source,
     })?;
-    std::fs::write(&path, text + "\n").map_err(|e| BuildError::io("write", &path, e))?;
+    std::fs::write(&path, text + "\n").map_err(IoError::at("write", &path))?;
     progress.say(&format!(
         "written to {MANIFEST} (spec {})",
         spec_path.display()

@@ -7,6 +7,8 @@ use std::io::Read;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
+use spilo_layout::IoError;
+
 use super::spec::Spec;
 use super::{BuildError, Progress, under};
 
@@ -60,7 +62,7 @@ fn remove_glob(root: &Path, pattern: &str) -> Result<u64, BuildError> {
     for entry in paths {
         let path = entry.map_err(|e| {
             let path = e.path().to_owned();
-            BuildError::io("read", &path, e.into())
+            IoError::at("read", &path)(e)
         })?;
         bytes += remove(&path)?;
     }
@@ -69,13 +71,13 @@ fn remove_glob(root: &Path, pattern: &str) -> Result<u64, BuildError> {
 
 /// Removes a file, link or tree; returns the bytes of regular files freed.
 fn remove(path: &Path) -> Result<u64, BuildError> {
-    let meta = std::fs::symlink_metadata(path).map_err(|e| BuildError::io("inspect", path, e))?;
+    let meta = std::fs::symlink_metadata(path).map_err(IoError::at("inspect", path))?;
     if meta.is_dir() {
         let bytes = tree_size(path)?;
-        std::fs::remove_dir_all(path).map_err(|e| BuildError::io("remove", path, e))?;
+        std::fs::remove_dir_all(path).map_err(IoError::at("remove", path))?;
         Ok(bytes)
     } else {
-        std::fs::remove_file(path).map_err(|e| BuildError::io("remove", path, e))?;
+        std::fs::remove_file(path).map_err(IoError::at("remove", path))?;
         Ok(if meta.is_file() && meta.nlink() == 1 {
             meta.len()
         } else {
@@ -103,13 +105,12 @@ pub fn walk(
     let read = match std::fs::read_dir(dir) {
         Ok(read) => read,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(BuildError::io("list", dir, e)),
+        Err(e) => return Err(IoError::at("list", dir)(e).into()),
     };
     for entry in read {
-        let entry = entry.map_err(|e| BuildError::io("list", dir, e))?;
+        let entry = entry.map_err(IoError::at("list", dir))?;
         let path = entry.path();
-        let meta =
-            std::fs::symlink_metadata(&path).map_err(|e| BuildError::io("inspect", &path, e))?;
+        let meta = std::fs::symlink_metadata(&path).map_err(IoError::at("inspect", &path))?;
         if meta.is_dir() {
             walk(&path, f)?;
         } else {
@@ -129,7 +130,7 @@ fn remove_static_libraries(dir: &Path) -> Result<u64, BuildError> {
     })?;
     let mut bytes = 0;
     for (path, len) in found {
-        std::fs::remove_file(&path).map_err(|e| BuildError::io("remove", &path, e))?;
+        std::fs::remove_file(&path).map_err(IoError::at("remove", &path))?;
         bytes += len;
     }
     Ok(bytes)
@@ -178,12 +179,12 @@ pub fn hard_link_duplicates(dir: &Path) -> Result<(u64, u64), BuildError> {
 }
 
 fn same_content(a: &Path, b: &Path) -> Result<bool, BuildError> {
-    let open = |p: &Path| std::fs::File::open(p).map_err(|e| BuildError::io("open", p, e));
+    let open = |p: &Path| std::fs::File::open(p).map_err(IoError::at("open", p));
     let (mut fa, mut fb) = (open(a)?, open(b)?);
     let (mut ba, mut bb) = (vec![0u8; 64 * 1024], vec![0u8; 64 * 1024]);
     loop {
-        let na = read_full(&mut fa, &mut ba).map_err(|e| BuildError::io("read", a, e))?;
-        let nb = read_full(&mut fb, &mut bb).map_err(|e| BuildError::io("read", b, e))?;
+        let na = read_full(&mut fa, &mut ba).map_err(IoError::at("read", a))?;
+        let nb = read_full(&mut fb, &mut bb).map_err(IoError::at("read", b))?;
         if na != nb || ba[..na] != bb[..nb] {
             return Ok(false);
         }
@@ -210,8 +211,9 @@ fn replace_with_link(original: &Path, path: &Path) -> Result<(), BuildError> {
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(".spilo-link");
     let tmp = PathBuf::from(tmp);
-    std::fs::hard_link(original, &tmp).map_err(|e| BuildError::io("link", &tmp, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| BuildError::io("rename", path, e))
+    std::fs::hard_link(original, &tmp).map_err(IoError::at("link", &tmp))?;
+    std::fs::rename(&tmp, path).map_err(IoError::at("rename", path))?;
+    Ok(())
 }
 
 #[cfg(test)]

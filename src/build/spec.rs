@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
+use spilo_layout::IoError;
 
 use super::BuildError;
 
@@ -109,7 +110,7 @@ fn yes() -> bool {
 
 impl Spec {
     pub fn load(path: &Path) -> Result<Spec, BuildError> {
-        let text = std::fs::read_to_string(path).map_err(|e| BuildError::io("read", path, e))?;
+        let text = std::fs::read_to_string(path).map_err(IoError::at("read", path))?;
         Spec::parse(&text).map_err(|reason| BuildError::Spec {
             path: path.to_owned(),
             reason,

@@ -13,7 +13,7 @@ pub(crate) mod merge;
 pub(crate) mod paths;
 pub(crate) mod ssl;
 pub(crate) mod timeouts;
-pub mod version;
+pub(crate) mod version;
 
 use std::path::PathBuf;
 
@@ -46,7 +46,7 @@ pub struct System<'a> {
 impl Default for System<'_> {
     fn default() -> Self {
         System {
-            postgres_root: version::DEFAULT_POSTGRES_ROOT.into(),
+            postgres_root: spilo_layout::POSTGRES_ROOT.into(),
             unpacks: false,
             memory: MemoryProbe::default(),
             host: &ThisHost,

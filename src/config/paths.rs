@@ -126,6 +126,10 @@ impl Paths {
         self.rw_dir.join("pgbouncer")
     }
 
+    pub(crate) fn pgbouncer_ini(&self) -> PathBuf {
+        self.pgbouncer_dir().join("pgbouncer.ini")
+    }
+
     /// What Patroni's hooks need (`init::hooks::Spec`), 0600.
     pub(crate) fn hooks_spec(&self) -> PathBuf {
         self.rw_dir.join("hooks.json")
@@ -151,10 +155,10 @@ impl Paths {
         self.rw_dir.join("nss/group")
     }
 
-    /// Where `init` unpacks a packed major (`<dir>/<major>`), as `spilo
-    /// build unpack` does by default with RW_DIR=/run.
+    /// Where `init` unpacks a packed major (`<dir>/<major>`), as
+    /// `spilo-build unpack` does by default with RW_DIR=/run.
     pub(crate) fn unpacked_majors(&self) -> PathBuf {
-        self.rw_dir.join("spilo/majors")
+        self.rw_dir.join(spilo_layout::UNPACKED_SUBDIR)
     }
 
     /// The run of initdb ahead of Patroni (`init::initdb_ahead`).

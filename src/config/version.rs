@@ -8,10 +8,7 @@ use std::path::{Path, PathBuf};
 use super::error::ConfigError;
 
 pub(crate) use spilo_layout::ARCHIVE_SUBDIR;
-/// Where the per-major trees live (`<root>/<major>/bin`), and where the
-/// packed ones are: the image's layout, shared with the build steps.
-pub use spilo_layout::POSTGRES_ROOT as DEFAULT_POSTGRES_ROOT;
-use spilo_layout::under;
+use spilo_layout::archive::unpacked_root;
 
 /// Libraries preloaded when the major ships them (looked up in its lib
 /// directory, so an image without one still starts).
@@ -51,12 +48,6 @@ impl Version {
             .filter(|lib| self.lib_dir.join(format!("{lib}.so")).exists())
             .collect()
     }
-}
-
-/// The tree of `major` unpacked into `dir` (`<dir>/<major>`, the image's
-/// layout beneath), as the unpacking makes it.
-pub(crate) fn unpacked_root(dir: &Path, major: u32) -> PathBuf {
-    under(&dir.join(major.to_string()), DEFAULT_POSTGRES_ROOT)
 }
 
 impl fmt::Display for Source {

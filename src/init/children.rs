@@ -127,7 +127,7 @@ pub(crate) fn specs(
         0,
     ));
     if config.pgbouncer.is_some() {
-        let ini = config.paths.pgbouncer_dir().join("pgbouncer.ini");
+        let ini = config.paths.pgbouncer_ini();
         let mut pgbouncer = child(
             "pgbouncer",
             &programs.pgbouncer,

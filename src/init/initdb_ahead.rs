@@ -309,7 +309,7 @@ fn lock(dir: &Path) -> Result<Flock<File>, AheadError> {
     let path = dir.join("lock");
     let file = File::open(&path).map_err(IoError::at("open", &path))?;
     Ok(Flock::lock(file, FlockArg::LockExclusive)
-        .map_err(|(_, e)| IoError::at_nix("flock", &path)(e))?)
+        .map_err(|(_, e)| IoError::at("flock", &path)(e))?)
 }
 
 /// `spilo initdb-ahead DIR`: takes the lock, says so on stdout, runs
@@ -370,7 +370,7 @@ pub fn run(dir: &Path) -> ExitCode {
 /// Flushes the file system holding `dir` to disk.
 fn sync_file_system(dir: &Path) -> Result<(), AheadError> {
     let handle = File::open(dir).map_err(IoError::at("open", dir))?;
-    Ok(nix::unistd::syncfs(handle.as_raw_fd()).map_err(IoError::at_nix("syncfs", dir))?)
+    Ok(nix::unistd::syncfs(handle.as_raw_fd()).map_err(IoError::at("syncfs", dir))?)
 }
 
 /// Whether this process is the shim (called as `initdb`).

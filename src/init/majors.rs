@@ -4,7 +4,7 @@
 //! unpacked tree (`System::unpacks`), and the children find its shared
 //! libraries through LD_LIBRARY_PATH.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use spilo_layout::{LayoutError, archive};
 use tracing::info;
@@ -15,13 +15,6 @@ use crate::config::Config;
 pub enum MajorError {
     #[error("unpacking PostgreSQL {major}: {source}")]
     Unpack { major: u32, source: LayoutError },
-    /// The model and the unpacking disagree on where the tree is.
-    #[error("PostgreSQL {major} was unpacked into {}, not {}", unpacked.display(), expected.display())]
-    Elsewhere {
-        major: u32,
-        unpacked: PathBuf,
-        expected: PathBuf,
-    },
 }
 
 /// What the children need to find the libraries of the major that runs
@@ -45,14 +38,6 @@ pub(crate) fn prepare(
         },
         unpacked.seconds
     );
-    let bin_dir = unpacked.postgres_root.join(major.to_string()).join("bin");
-    if bin_dir != config.version.bin_dir {
-        return Err(MajorError::Elsewhere {
-            major,
-            unpacked: bin_dir,
-            expected: config.version.bin_dir.clone(),
-        });
-    }
     let mut vars = Vec::new();
     if !unpacked.library_path.is_empty() {
         if let Ok(path) = std::env::join_paths(&unpacked.library_path) {

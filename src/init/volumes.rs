@@ -189,16 +189,17 @@ fn io(
 /// Gives the entries under `path` owned by another uid to `uid`:`gid`
 /// (not following links); returns how many were changed.
 fn fix_owner(path: &Path, uid: u32, gid: u32) -> Result<u64, IoError> {
-    let at = |e| IoError::at("chown", path)(e);
-    let meta = fs::symlink_metadata(path).map_err(at)?;
+    let meta = fs::symlink_metadata(path).map_err(IoError::at("stat", path))?;
     let mut fixed = 0;
     if meta.uid() != uid {
-        std::os::unix::fs::lchown(path, Some(uid), Some(gid)).map_err(at)?;
+        std::os::unix::fs::lchown(path, Some(uid), Some(gid))
+            .map_err(IoError::at("chown", path))?;
         fixed += 1;
     }
     if meta.is_dir() {
-        for entry in fs::read_dir(path).map_err(at)? {
-            fixed += fix_owner(&entry.map_err(at)?.path(), uid, gid)?;
+        let list = |e| IoError::at("read directory", path)(e);
+        for entry in fs::read_dir(path).map_err(list)? {
+            fixed += fix_owner(&entry.map_err(list)?.path(), uid, gid)?;
         }
     }
     Ok(fixed)
@@ -234,10 +235,10 @@ mod tests {
     fn creates_the_layout_with_private_data() {
         let dir = tempfile::tempdir().unwrap();
         let p = paths(dir.path());
-        prepare(&p, &me(), &[p.rw_dir.join("etcd")]).unwrap();
+        prepare(&p, &me(), &[p.etcd_data()]).unwrap();
         let mode = |path: &Path| fs::metadata(path).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode(&p.pgdata), 0o700);
-        assert_eq!(mode(&p.rw_dir.join("etcd")), 0o700);
+        assert_eq!(mode(&p.etcd_data()), 0o700);
         assert!(p.pglog.is_dir() && p.socket_dir().is_dir());
         // No probe left behind; a second run changes nothing.
         assert_eq!(fs::read_dir(&p.pgdata).unwrap().count(), 0);

@@ -15,7 +15,7 @@ use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
-use crate::{ARCHIVE_SUBDIR, LayoutError, POSTGRES_ROOT, under};
+use crate::{ARCHIVE_SUBDIR, IoError, LayoutError, POSTGRES_ROOT, under};
 
 /// zstd's long-distance window (128 MiB, as `zstd --long`): the majors'
 /// trees repeat content far apart. The decoder must be allowed as much.
@@ -68,30 +68,53 @@ pub fn info_path(postgres_root: &Path, major: u32) -> PathBuf {
     archive_dir(postgres_root).join(format!("{major}.json"))
 }
 
+impl ArchiveInfo {
+    /// Writes it as `<N>.json` into the archive directory of `postgres_root`.
+    pub fn write(&self, postgres_root: &Path) -> Result<(), LayoutError> {
+        let path = info_path(postgres_root, self.major);
+        let text = serde_json::to_string_pretty(self).map_err(|source| LayoutError::Json {
+            action: "encode",
+            path: path.clone(),
+            source,
+        })?;
+        std::fs::write(&path, text).map_err(IoError::at("write", &path))?;
+        Ok(())
+    }
+}
+
 pub fn read_info(postgres_root: &Path, major: u32) -> Result<ArchiveInfo, LayoutError> {
     let path = info_path(postgres_root, major);
-    let text = std::fs::read_to_string(&path).map_err(|e| LayoutError::io("read", &path, e))?;
-    serde_json::from_str(&text).map_err(|source| LayoutError::Json { path, source })
+    let text = std::fs::read_to_string(&path).map_err(IoError::at("read", &path))?;
+    serde_json::from_str(&text).map_err(|source| LayoutError::Json {
+        action: "parse",
+        path,
+        source,
+    })
+}
+
+/// The postgres root of `major` unpacked into `dest`: the image's layout
+/// beneath `<dest>/<major>`.
+pub fn unpacked_root(dest: &Path, major: u32) -> PathBuf {
+    under(&dest.join(major.to_string()), POSTGRES_ROOT)
 }
 
 /// Unpacks `archive` into `dest` (created).
 pub fn unpack(archive: &Path, format: Format, dest: &Path) -> Result<(), LayoutError> {
-    let file = File::open(archive).map_err(|e| LayoutError::io("open", archive, e))?;
+    let file = File::open(archive).map_err(IoError::at("open", archive))?;
     let file = BufReader::new(file);
-    std::fs::create_dir_all(dest).map_err(|e| LayoutError::io("create", dest, e))?;
+    std::fs::create_dir_all(dest).map_err(IoError::at("create", dest))?;
     let unpack = |reader: &mut dyn std::io::Read| {
         let mut tar = tar::Archive::new(reader);
         tar.set_preserve_permissions(true);
         tar.set_preserve_mtime(true);
         tar.unpack(dest)
-            .map_err(|e| LayoutError::io("unpack", archive, e))
+            .map_err(|e| LayoutError::from(IoError::at("unpack", archive)(e)))
     };
     match format {
         Format::Zstd => {
-            let mut dec = zstd::Decoder::with_buffer(file)
-                .map_err(|e| LayoutError::io("open", archive, e))?;
+            let mut dec = zstd::Decoder::with_buffer(file).map_err(IoError::at("open", archive))?;
             dec.window_log_max(WINDOW_LOG)
-                .map_err(|e| LayoutError::io("open", archive, e))?;
+                .map_err(IoError::at("open", archive))?;
             unpack(&mut dec)
         }
         Format::Gzip => unpack(&mut flate2::read::GzDecoder::new(file)),
@@ -132,19 +155,18 @@ pub fn unpack_if_needed(
             let tmp = dest.join(format!(".{major}.unpacking"));
             for stale in [&tmp, &target] {
                 if stale.exists() {
-                    std::fs::remove_dir_all(stale)
-                        .map_err(|e| LayoutError::io("remove", stale, e))?;
+                    std::fs::remove_dir_all(stale).map_err(IoError::at("remove", stale))?;
                 }
             }
             unpack(&archive, info.format, &tmp)?;
             std::fs::write(tmp.join(".spilo-unpacked"), &stamp)
-                .map_err(|e| LayoutError::io("write", &tmp, e))?;
-            std::fs::rename(&tmp, &target).map_err(|e| LayoutError::io("rename", &tmp, e))?;
+                .map_err(IoError::at("write", &tmp))?;
+            std::fs::rename(&tmp, &target).map_err(IoError::at("rename", &tmp))?;
             true
         }
     };
     Ok(Some(Unpacked {
-        postgres_root: under(&target, POSTGRES_ROOT),
+        postgres_root: unpacked_root(dest, major),
         library_path: info.library_dirs.iter().map(|d| target.join(d)).collect(),
         fresh,
         seconds: started.elapsed().as_secs_f64(),
@@ -186,11 +208,7 @@ mod tests {
             packages: vec![],
             unpack_seconds: 0.0,
         };
-        std::fs::write(
-            info_path(&pg_root, 15),
-            serde_json::to_string(&info).unwrap(),
-        )
-        .unwrap();
+        info.write(&pg_root).unwrap();
         pg_root
     }
 

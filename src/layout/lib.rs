@@ -20,29 +20,46 @@ pub const POSTGRES_ROOT: &str = "/usr/lib/postgresql";
 /// unpacks the one it runs.
 pub const ARCHIVE_SUBDIR: &str = "archives";
 
+/// Subdirectory of RW_DIR where `spilo init` unpacks the packed major it
+/// runs (`<dir>/<major>`); `spilo-build unpack` uses it under /run.
+pub const UNPACKED_SUBDIR: &str = "spilo/majors";
+
+/// A failed file system call: what it did, on which path, and why. The one
+/// I/O error of the build tool, this crate and the runtime.
+#[derive(Debug, thiserror::Error)]
+#[error("{}: {action}: {source}", path.display())]
+pub struct IoError {
+    action: &'static str,
+    path: PathBuf,
+    source: std::io::Error,
+}
+
+impl IoError {
+    /// For `map_err`: the error of `action` on `path`, from std's error or
+    /// one that converts to it (nix's).
+    pub fn at<E: Into<std::io::Error>>(
+        action: &'static str,
+        path: &Path,
+    ) -> impl FnOnce(E) -> Self {
+        move |e| IoError {
+            action,
+            path: path.to_owned(),
+            source: e.into(),
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum LayoutError {
-    #[error("{action} {}: {source}", path.display())]
-    Io {
-        action: &'static str,
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("parse {}: {source}", path.display())]
+    #[error(transparent)]
+    Io(#[from] IoError),
+    /// Reading (`parse`) or writing (`encode`) a JSON file.
+    #[error("{}: {action}: {source}", path.display())]
     Json {
+        action: &'static str,
         path: PathBuf,
         source: serde_json::Error,
     },
-}
-
-impl LayoutError {
-    pub fn io(action: &'static str, path: &Path, source: std::io::Error) -> LayoutError {
-        LayoutError::Io {
-            action,
-            path: path.to_owned(),
-            source,
-        }
-    }
 }
 
 /// `path` (absolute, as in the image) under `root`.

@@ -8,8 +8,8 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::LayoutError;
 use crate::archive::ArchiveInfo;
+use crate::{IoError, LayoutError};
 
 pub const MANIFEST: &str = "/usr/share/spilo/manifest.json";
 
@@ -39,7 +39,8 @@ pub struct MajorEntry {
 /// `spilo manifest`: the image's manifest, as written at build.
 pub fn print(out: &mut dyn std::io::Write) -> Result<(), LayoutError> {
     let path = Path::new(MANIFEST);
-    let text = std::fs::read_to_string(path).map_err(|e| LayoutError::io("read", path, e))?;
+    let text = std::fs::read_to_string(path).map_err(IoError::at("read", path))?;
     out.write_all(text.as_bytes())
-        .map_err(|e| LayoutError::io("write", Path::new("standard output"), e))
+        .map_err(IoError::at("write", Path::new("standard output")))?;
+    Ok(())
 }

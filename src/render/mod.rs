@@ -246,7 +246,7 @@ fn pgbouncer_files(config: &Config, out: &mut Vec<Output>) -> Result<(), RenderE
     )?;
     let shown = redact_text(&ini, &config.secrets);
     out.push(Output::File {
-        path: dir.join("pgbouncer.ini"),
+        path: config.paths.pgbouncer_ini(),
         redacted: (shown != ini).then_some(shown),
         contents: ini.into_bytes(),
         mode: 0o600,

@@ -259,7 +259,12 @@ fn untrusted_certificate_is_denied() {
 
     // The handshakes failed; no request (and so no token) got through.
     assert!(f.server.tokens().is_empty(), "{:?}", f.server.events());
-    assert_eq!(f.server.tls_errors().len(), 2, "{:?}", f.server.events());
+    assert_eq!(
+        f.server.wait_tls_errors(2).len(),
+        2,
+        "{:?}",
+        f.server.events()
+    );
 }
 
 /// Without cafile=, SSL_CERT_FILE and SSL_CERT_DIR name the trust store

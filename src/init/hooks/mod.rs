@@ -19,6 +19,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::config::Config;
+use crate::files::IoError;
 use crate::render::Output;
 use crate::render::patroni::HookCommands;
 
@@ -45,11 +46,8 @@ pub struct Spec {
 
 #[derive(Debug, thiserror::Error)]
 pub enum HookError {
-    #[error("{}: {source}", path.display())]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Read(#[from] IoError),
     #[error("{}: not a hook spec: {source}", path.display())]
     Parse {
         path: PathBuf,
@@ -134,10 +132,7 @@ pub fn install(config: &Config, program: &Path) -> Result<Install, serde_json::E
 }
 
 pub fn read_spec(path: &Path) -> Result<Spec, HookError> {
-    let text = std::fs::read(path).map_err(|source| HookError::Read {
-        path: path.to_owned(),
-        source,
-    })?;
+    let text = std::fs::read(path).map_err(IoError::at("read", path))?;
     serde_json::from_slice(&text).map_err(|source| HookError::Parse {
         path: path.to_owned(),
         source,

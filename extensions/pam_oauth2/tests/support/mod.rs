@@ -222,6 +222,19 @@ impl Server {
             .collect()
     }
 
+    /// The failed handshakes once `count` are recorded (the server records
+    /// one after the client has already gone), or what there is after 5 s.
+    pub fn wait_tls_errors(&self, count: usize) -> Vec<String> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        loop {
+            let errors = self.tls_errors();
+            if errors.len() >= count || std::time::Instant::now() >= deadline {
+                return errors;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+
     pub fn connections(&self) -> usize {
         self.state.connections.load(Ordering::SeqCst)
     }
