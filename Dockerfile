@@ -8,18 +8,26 @@
 
 ARG BASE=debian:trixie-slim
 
-# Debian's own Rust toolchain (rust-version 1.85 is trixie's rustc).
+# Debian's own Rust toolchain (rust-version 1.85 is trixie's rustc), and
+# `with-cacert`, which runs a command trusting the optional cacert secret
+# (mounted by the RUN: --mount=type=secret,id=cacert) for every HTTPS
+# fetch: crates.io behind a TLS-intercepting proxy.
 FROM ${BASE} AS rust
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
       cargo rustc gcc libc6-dev libpam0g-dev ca-certificates \
- && rm -rf /var/lib/apt/lists/*
+ && rm -rf /var/lib/apt/lists/* \
+ && printf '%s\n' '#!/bin/sh' 'if [ -s /run/secrets/cacert ]; then' \
+      '  export CARGO_HTTP_CAINFO=/run/secrets/cacert SSL_CERT_FILE=/run/secrets/cacert' \
+      'fi' 'exec "$@"' >/usr/local/bin/with-cacert \
+ && chmod +x /usr/local/bin/with-cacert
 
 # The workspace's manifests, each target's file an empty stub: to build one
 # member cargo loads them all and wants a file for every target a manifest
 # names ([lib], [[bin]], [[test]], [[bench]], [[example]]) or infers
-# (src/lib.rs). Enough to compile the dependencies alone, in layers that
-# outlive every change to the sources.
+# (src/lib.rs). Enough to compile the dependencies alone; the stubs the
+# real sources don't replace stand for the tests, benches and examples,
+# which the build context leaves out.
 FROM rust AS manifests
 WORKDIR /src
 ENV CARGO_TARGET_DIR=/target
@@ -42,56 +50,46 @@ RUN set -e; for manifest in $(find . -name Cargo.toml); do \
     done
 
 # The build tool, from src/build and src/layout alone: a change to runtime
-# code leaves it, and the package layers below, to the cache. First the
-# dependencies (the stubs' own artefacts are removed after, so the real
-# sources are compiled), then the tool. Crates and build artefacts live in
-# cache mounts; the optional cacert secret is the CA bundle every HTTPS
-# fetch trusts (crates.io behind a proxy).
+# code leaves it, and the package layers below, to the cache. First its
+# dependencies, compiled from the stubs into a layer of their own (crates
+# and artefacts inside it, no cache mount), which only a change to a
+# manifest or Cargo.lock rebuilds; the stubs' own artefacts are removed
+# (real sources can carry older times than they). Then the tool, in the
+# same target directory.
 FROM manifests AS tool
-RUN --mount=type=cache,id=spilo-cargo-registry,target=/root/.cargo/registry \
-    --mount=type=cache,id=spilo-tool-target,target=/target \
-    --mount=type=secret,id=cacert \
-    set -e; \
-    if [ -s /run/secrets/cacert ]; then \
-      export CARGO_HTTP_CAINFO=/run/secrets/cacert SSL_CERT_FILE=/run/secrets/cacert; \
-    fi; \
-    cargo build --release --locked -p spilo-build; \
-    cargo clean --release --locked -p spilo-build -p spilo-layout
+RUN --mount=type=secret,id=cacert \
+    with-cacert cargo build --release --locked -p spilo-build \
+ && cargo clean --release --locked -p spilo-build -p spilo-layout
 COPY src/layout src/layout
 COPY src/build src/build
-RUN --mount=type=cache,id=spilo-cargo-registry,target=/root/.cargo/registry \
-    --mount=type=cache,id=spilo-tool-target,target=/target \
-    --mount=type=secret,id=cacert \
-    set -e; \
-    if [ -s /run/secrets/cacert ]; then \
-      export CARGO_HTTP_CAINFO=/run/secrets/cacert SSL_CERT_FILE=/run/secrets/cacert; \
-    fi; \
-    cargo build --release --locked -p spilo-build; \
-    cp /target/release/spilo-build /usr/local/bin/spilo-build
+RUN --mount=type=secret,id=cacert \
+    with-cacert cargo build --release --locked -p spilo-build \
+ && cp /target/release/spilo-build /usr/local/bin/spilo-build
 
-# The runtime binary and the PAM module, the same way.
+# The runtime's sources: src without the tool's (its stubs stand in), so
+# that a change to the tool leaves the runtime's build to the cache.
+FROM ${BASE} AS runtime-sources
+COPY src /src
+RUN rm -r /src/build
+
+# The runtime binary and the PAM module, in cache mounts: a rebuild
+# compiles the workspace's crates alone, the dependencies stay compiled.
+# The target mount is locked, so that a concurrent build can't replace the
+# binaries between build and copy; the workspace's crates are cleaned
+# first, so that sources older than the cached artefacts (another
+# checkout) are compiled all the same.
 FROM manifests AS builder
-RUN --mount=type=cache,id=spilo-cargo-registry,target=/root/.cargo/registry \
-    --mount=type=cache,id=spilo-target,target=/target \
-    --mount=type=secret,id=cacert \
-    set -e; \
-    if [ -s /run/secrets/cacert ]; then \
-      export CARGO_HTTP_CAINFO=/run/secrets/cacert SSL_CERT_FILE=/run/secrets/cacert; \
-    fi; \
-    cargo build --release --locked -p spilo -p pam_oauth2 --lib --bins; \
-    cargo clean --release --locked -p spilo -p pam_oauth2 -p pam_oauth2_args -p spilo-layout
 COPY extensions extensions
 COPY image/templates image/templates
 COPY image/sql image/sql
-COPY src src
+COPY --from=runtime-sources /src src
 RUN --mount=type=cache,id=spilo-cargo-registry,target=/root/.cargo/registry \
-    --mount=type=cache,id=spilo-target,target=/target \
+    --mount=type=cache,id=spilo-target,target=/target,sharing=locked \
     --mount=type=secret,id=cacert \
     set -e; \
-    if [ -s /run/secrets/cacert ]; then \
-      export CARGO_HTTP_CAINFO=/run/secrets/cacert SSL_CERT_FILE=/run/secrets/cacert; \
-    fi; \
-    cargo build --release --locked -p spilo -p pam_oauth2 --lib --bins; \
+    with-cacert cargo clean --release --locked \
+      -p spilo -p pam_oauth2 -p pam_oauth2_args -p spilo-layout; \
+    with-cacert cargo build --release --locked -p spilo -p pam_oauth2 --lib --bins; \
     multiarch=$(gcc -print-multiarch); \
     mkdir -p /out/bin "/out/lib/$multiarch/security"; \
     cp /target/release/spilo /out/bin/; \

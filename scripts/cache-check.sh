@@ -6,7 +6,8 @@
 # time, every Dockerfile step that ran (with its time) or was CACHED, and
 # whether the package layers (`spilo-build install`, `slim`, `manifest`)
 # came from the cache: after the runtime change they must, after the tool
-# change they must not. The checkout itself is never modified.
+# change they must not: else it exits with status 1 (after all three
+# builds). The checkout itself is never modified.
 #
 # Usage: scripts/cache-check.sh [TAG]   (default spilo-cache-check)
 # Where others build too, hold the machine's build lock:
@@ -50,7 +51,7 @@ build() {
         /^#[0-9]+ \[[^]]+ [0-9]+\/[0-9]+\] / {
             id = $1; name = substr($0, length(id) + 2)
             gsub(/  +/, " ", name)
-            gsub(/--mount=[^ ]+ |set -e; |if \[ -s \/run\/secrets\/cacert \]; then [^;]*; fi; /, "", name)
+            gsub(/--mount=[^ ]+ |set -e; |with-cacert /, "", name)
             split(substr($2, 2) " " $3, at, "[ /]")
             key[id] = stage[at[1]] * 1000 + at[2]
             names[id] = substr(name, 1, 90)
@@ -66,8 +67,19 @@ build() {
                 }
             }
             printf "999999\t   package layers (spilo-build install, slim, manifest): %s\n",
-                cached == steps ? "all CACHED" : cached ? "partly rebuilt" : "all rebuilt"
-        }' "$work/repo/Dockerfile" "$log" | sort -n | cut -f2-
+                !steps ? "not found" : cached == steps ? "all CACHED" : cached ? "partly rebuilt" : "all rebuilt"
+        }' "$work/repo/Dockerfile" "$log" | sort -n | cut -f2- | tee "$work/steps"
+    verdict=$(sed -n 's/^ *package layers ([^)]*): //p' "$work/steps")
+}
+
+# expect VERDICT: the last build's package layers must be VERDICT; if
+# not, it says so, and the script's status becomes 1.
+status=0
+expect() {
+    if [ "$verdict" != "$1" ]; then
+        echo "cache-check: FAILED: the package layers should be $1, they were $verdict" >&2
+        status=1
+    fi
 }
 
 # Changes never built before: else the layer cache has their results.
@@ -75,9 +87,12 @@ stamp=$(date +%s)
 build "build 1, the checkout as it is"
 echo "// cache-check $stamp: a runtime-only change" >>"$work/repo/src/init/mod.rs"
 build "build 2, after a runtime-only change (src/init/mod.rs)"
+expect "all CACHED"
 sed -i "s|^/// Assemble the image|/// (cache-check $stamp) Assemble the image|" "$work/repo/src/build/main.rs"
 grep -q "(cache-check $stamp)" "$work/repo/src/build/main.rs" || {
     echo "cache-check: src/build/main.rs has no help text to change" >&2
     exit 1
 }
 build "build 3, after a change to the build tool (src/build/main.rs)"
+expect "all rebuilt"
+exit "$status"

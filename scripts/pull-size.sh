@@ -4,7 +4,8 @@
 # 127.0.0.1 with gzip layers and with zstd layers, then pulled into a fresh,
 # empty podman store; per variant it prints the bytes pulled (manifest,
 # config and layer blobs as the manifest declares them, and as the
-# registry's access log counts them) and the wall time of pull + unpack.
+# registry's access log counts them), the CPU time of the decompression
+# alone, and the wall and user CPU time of podman's pull + unpack.
 #
 # Usage: scripts/pull-size.sh [IMAGE [COMPRESSED_IMAGE]]
 #   (docker images, default localhost/spilo-rs:dev and
@@ -16,13 +17,13 @@
 # otherwise reuse the gzip blobs it already pushed for the zstd push.
 # Needs root. docker-registry is installed when missing; its system service
 # is left stopped and disabled. PORT (default 5079, and PORT + 1), RUNS
-# (pulls per variant, default 3).
+# (pulls per variant, default 4).
 set -eu
 cd "$(dirname "$0")/.."
 image=${1:-localhost/spilo-rs:dev}
 compressed=${2:-localhost/spilo-rs:compressed}
 port=${PORT:-5079}
-runs=${RUNS:-3}
+runs=${RUNS:-4}
 CONTAINERS_CONF=${CONTAINERS_CONF:-$PWD/tests/podman/containers.conf}
 export CONTAINERS_CONF
 
@@ -50,6 +51,8 @@ build() {
     docker image inspect "$1" >/dev/null 2>&1 && return 0
     tag=$1; shift
     echo "building $tag with docker" >&2
+    # The Dockerfile's base, made with debootstrap when docker lacks it.
+    CONTAINER_ENGINE=docker scripts/base-image.sh >&2
     [ -f /etc/ssl/certs/ca-certificates.crt ] &&
         set -- --secret id=cacert,src=/etc/ssl/certs/ca-certificates.crt "$@"
     docker buildx build --load "$@" -t "$tag" . >&2
@@ -128,37 +131,50 @@ served() {
 
 mb() { awk -v b="$1" 'BEGIN { printf "%.1f MB", b / 1000000 }'; }
 
-# The least disturbed of RUNS pulls: wall time and CPU time (user + sys)
-# of `podman pull` into an empty overlay store.
-printf '%-16s %6s %11s %11s %8s %8s %8s %10s\n' variant layers declared served decomp wall cpu unpacked
-for v in default-gzip default-docker default-zstd compress-gzip compress-zstd; do
-    case $v in *zstd) c=zstd reg=$zs ;; *) c=gzip reg=$gz ;; esac
+variants="default-gzip default-docker default-zstd compress-gzip compress-zstd"
+where() { case $1 in *zstd) c=zstd reg=$zs ;; *) c=gzip reg=$gz ;; esac; }
+
+# What the manifest declares, and the decompression alone (the gzip / zstd
+# tools, one core: CPU seconds).
+for v in $variants; do
+    where "$v"
     out=$(declared "$reg" "$v" "$c")
     set -- $out
-    bytes=$1 layers=$2
+    echo "$1 $2" >"$tmp/$v.declared"
     shift 2
-    # The decompression alone (the gzip / zstd tools, one core): CPU seconds.
-    /usr/bin/time -o "$tmp/decomp" -f '%U %S' sh -c '
+    /usr/bin/time -o "$tmp/$v.decomp" -f '%U %S' sh -c '
         c=$1 dir=$2; shift 2
         for d; do $c -dc <"$dir/$(echo "$d" | cut -c1-2)/$d/data"; done >/dev/null' \
         - "$c" "$tmp/$c/docker/registry/v2/blobs/sha256" "$@"
-    decomp=$(awk '{ printf "%.1f s", $1 + $2 }' "$tmp/decomp")
-    : >"$tmp/times"
-    for _ in $(seq "$runs"); do
+done
+
+# RUNS rounds of one `podman pull` per variant (alternated, so that the
+# machine's drift spreads over all) into an empty overlay store.
+for _ in $(seq "$runs"); do
+    for v in $variants; do
+        where "$v"
         rm -rf "$tmp/store-fresh"
         mark=$(wc -l <"$tmp/$c.log")
-        /usr/bin/time -a -o "$tmp/times" -f '%e %U %S' \
+        /usr/bin/time -a -o "$tmp/$v.times" -f '%e %U %S' \
             podman --root "$tmp/store-fresh/root" --runroot "$tmp/store-fresh/run" \
             --storage-driver overlay pull -q --tls-verify=false "$reg/$v:1" >/dev/null
-        got=$(served "$tmp/$c.log" "$mark")
-        size=$(pm fresh image inspect --format '{{.Size}}' "$reg/$v:1")
+        served "$tmp/$c.log" "$mark" >"$tmp/$v.served"
+        pm fresh image inspect --format '{{.Size}}' "$reg/$v:1" >"$tmp/$v.size"
         pm fresh rmi -a -f >/dev/null
     done
-    wall=$(awk 'NR == 1 || $1 < m { m = $1 } END { printf "%.1f s", m }' "$tmp/times")
-    cpu=$(awk 'NR == 1 || $2 + $3 < m { m = $2 + $3 } END { printf "%.1f s", m }' "$tmp/times")
-    printf '%-16s %6s %11s %11s %8s %8s %8s %10s\n' "$v" "$layers" "$(mb "$bytes")" "$(mb "$got")" \
-        "$decomp" "$wall" "$cpu" "$(mb "$size")"
 done
-echo "declared: manifest + config + layers; served: what the registry's access log counts for one pull"
-echo "decomp: CPU time of gzip -dc / zstd -dc over the layers (what any engine's unpack must spend at least)"
-echo "wall, cpu: the best of $runs podman pulls into an empty overlay store (pull + unpack)"
+
+median() { sort -n | awk '{ a[NR] = $1 } END { printf "%.1f s", NR % 2 ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
+printf '%-15s %6s %10s %10s %7s %7s %7s %10s\n' variant layers declared served decomp wall user unpacked
+for v in $variants; do
+    read -r bytes layers <"$tmp/$v.declared"
+    printf '%-15s %6s %10s %10s %7s %7s %7s %10s\n' "$v" "$layers" "$(mb "$bytes")" \
+        "$(mb "$(cat "$tmp/$v.served")")" "$(awk '{ printf "%.1f s", $1 + $2 }' "$tmp/$v.decomp")" \
+        "$(awk '{ print $1 }' "$tmp/$v.times" | median)" "$(awk '{ print $2 }' "$tmp/$v.times" | median)" \
+        "$(mb "$(cat "$tmp/$v.size")")"
+done
+cat <<EOF
+declared: manifest + config + layers; served: what the registry's access log counted for a pull
+decomp: CPU time of gzip -dc / zstd -dc over the layers alone
+wall, user: medians of $runs podman pulls into an empty overlay store (pull + unpack; user CPU)
+EOF

@@ -40,10 +40,21 @@ fn a_container_without_configuration_is_a_single_node_cluster() {
     );
     // The image's HEALTHCHECK, as the engine reports it.
     node.wait_healthy();
-    // The OAuth2 PAM module where `pam_oauth2.so` resolves, and the PAM
-    // service as a link to the file `spilo configure` renders in RW_DIR.
-    let module = node.exec(&["sh", "-c", "ls /usr/lib/*-linux-gnu/security/pam_oauth2.so"]);
-    assert!(module.status.success(), "pam_oauth2.so is not installed");
+    // The OAuth2 PAM module where `pam_oauth2.so` resolves, loadable and
+    // with PAM's entry point (no stub passes), and the PAM service as a
+    // link to the file `spilo configure` renders in RW_DIR.
+    let module = node.exec(&[
+        "python3",
+        "-c",
+        "import ctypes, glob\n\
+         [m] = glob.glob('/usr/lib/*-linux-gnu/security/pam_oauth2.so')\n\
+         ctypes.CDLL(m).pam_sm_authenticate",
+    ]);
+    assert!(
+        module.status.success(),
+        "pam_oauth2.so is not installed or lacks pam_sm_authenticate: {}",
+        String::from_utf8_lossy(&module.stderr)
+    );
     let link = node.exec(&["readlink", "/etc/pam.d/postgresql"]);
     assert_eq!(
         String::from_utf8_lossy(&link.stdout).trim(),
