@@ -2,6 +2,9 @@
 # Debian packages. Build:
 #   docker build -t spilo .                     (podman: add --format docker)
 #   docker build --build-arg COMPRESS=true ...  (non-default majors packed)
+#   docker build --build-arg MAJORS=17,15 ...   (only these majors)
+#   docker build --build-arg SOURCE=pgdg --build-arg MAJORS=14,15,16,17,18 ...
+#                                               (every major from PGDG)
 # Behind a TLS-intercepting proxy, pass its CA bundle for cargo's fetches:
 #   --secret id=cacert,src=/etc/ssl/certs/ca-certificates.crt
 # What goes in is image/spec.toml; see `spilo manifest` in the image.
@@ -95,12 +98,34 @@ RUN --mount=type=cache,id=spilo-cargo-registry,target=/root/.cargo/registry \
     cp /target/release/spilo /out/bin/; \
     cp /target/release/libpam_oauth2.so "/out/lib/$multiarch/security/pam_oauth2.so"
 
+# What the sources stage compiles (majors with source = "build"), planned
+# from the spec as plain lines.
+FROM tool AS source-plan
+COPY image/spec.toml /usr/share/spilo/spec.toml
+ARG MAJORS=
+ARG SOURCE=
+RUN SPILO_MAJORS="$MAJORS" SPILO_SOURCE="$SOURCE" spilo-build source-plan /plan
+
+# Those majors compiled into a flat apt repository (/built): the servers,
+# then their extensions. The plan and the script alone key this stage's
+# cache: a change to the build tool or the runtime that leaves the plan as
+# it is rebuilds nothing here.
+FROM ${BASE} AS sources
+COPY image/build-sources.sh /usr/local/bin/build-sources
+COPY --from=source-plan /plan /plan
+RUN build-sources /plan /built server
+RUN build-sources /plan /built extension
+
 # The root filesystem: packages per image/spec.toml, slimmed, optionally
 # compressed, by the build tool alone (these layers depend on it and the
 # spec, never on runtime code).
 FROM ${BASE} AS rootfs
 COPY image/spec.toml /usr/share/spilo/spec.toml
 COPY --from=tool /usr/local/bin/spilo-build /usr/local/bin/spilo-build
+COPY --from=sources /built /var/lib/spilo/built
+ARG MAJORS=
+ARG SOURCE=
+ENV SPILO_MAJORS=${MAJORS} SPILO_SOURCE=${SOURCE}
 RUN spilo-build install
 RUN spilo-build slim
 ARG COMPRESS=false

@@ -6,8 +6,9 @@
 # time, every Dockerfile step that ran (with its time) or was CACHED, and
 # whether the package layers (`spilo-build install`, `slim`, `manifest`)
 # came from the cache: after the runtime change they must, after the tool
-# change they must not: else it exits with status 1 (after all three
-# builds). The checkout itself is never modified.
+# change they must not; the source layers (`build-sources`, PostgreSQL
+# compiled from source) must after both. Else it exits with status 1
+# (after all three builds). The checkout itself is never modified.
 #
 # Usage: scripts/cache-check.sh [TAG]   (default spilo-cache-check)
 # Where others build too, hold the machine's build lock:
@@ -58,6 +59,7 @@ build() {
         }
         $2 == "CACHED" && ($1 in names) { state[$1] = "CACHED" }
         $2 == "DONE" && ($1 in names) { state[$1] = "ran " $3 }
+        function verdict(n, c) { return !n ? "not found" : c == n ? "all CACHED" : c ? "partly rebuilt" : "all rebuilt" }
         END {
             for (id in names) {
                 printf "%d\t   %-10s %s\n", key[id], state[id], names[id]
@@ -65,19 +67,28 @@ build() {
                     steps++
                     cached += state[id] == "CACHED"
                 }
+                if (names[id] ~ /RUN build-sources /) {
+                    sources++
+                    sources_cached += state[id] == "CACHED"
+                }
             }
-            printf "999999\t   package layers (spilo-build install, slim, manifest): %s\n",
-                !steps ? "not found" : cached == steps ? "all CACHED" : cached ? "partly rebuilt" : "all rebuilt"
+            printf "999998\t   source layers (build-sources): %s\n", verdict(sources, sources_cached)
+            printf "999999\t   package layers (spilo-build install, slim, manifest): %s\n", verdict(steps, cached)
         }' "$work/repo/Dockerfile" "$log" | sort -n | cut -f2- | tee "$work/steps"
     verdict=$(sed -n 's/^ *package layers ([^)]*): //p' "$work/steps")
+    sources=$(sed -n 's/^ *source layers ([^)]*): //p' "$work/steps")
 }
 
-# expect VERDICT: the last build's package layers must be VERDICT; if
-# not, it says so, and the script's status becomes 1.
+# expect PACKAGES SOURCES: the last build's package and source layers must
+# be so; if not, it says so, and the script's status becomes 1.
 status=0
 expect() {
     if [ "$verdict" != "$1" ]; then
         echo "cache-check: FAILED: the package layers should be $1, they were $verdict" >&2
+        status=1
+    fi
+    if [ "$sources" != "$2" ]; then
+        echo "cache-check: FAILED: the source layers should be $2, they were $sources" >&2
         status=1
     fi
 }
@@ -87,12 +98,12 @@ stamp=$(date +%s)
 build "build 1, the checkout as it is"
 echo "// cache-check $stamp: a runtime-only change" >>"$work/repo/src/init/mod.rs"
 build "build 2, after a runtime-only change (src/init/mod.rs)"
-expect "all CACHED"
+expect "all CACHED" "all CACHED"
 sed -i "s|^/// Assemble the image|/// (cache-check $stamp) Assemble the image|" "$work/repo/src/build/main.rs"
 grep -q "(cache-check $stamp)" "$work/repo/src/build/main.rs" || {
     echo "cache-check: src/build/main.rs has no help text to change" >&2
     exit 1
 }
 build "build 3, after a change to the build tool (src/build/main.rs)"
-expect "all rebuilt"
+expect "all rebuilt" "all CACHED"
 exit "$status"

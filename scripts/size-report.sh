@@ -31,6 +31,7 @@ build() {
 }
 build "$image"
 build "$compressed" --build-arg COMPRESS=true
+build localhost/spilo-rs:sources --target sources
 build "$naive" -f scripts/naive.Dockerfile
 
 mb() { awk -v b="$1" 'BEGIN { printf "%.0f MB", b / 1000000 }'; }

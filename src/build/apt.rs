@@ -169,11 +169,7 @@ pub fn derive(
                     uris: entry.uris.clone(),
                     suites,
                     components: entry.components.clone(),
-                    signed_by: source
-                        .signed_by
-                        .as_ref()
-                        .map(|p| p.display().to_string())
-                        .or_else(|| entry.signed_by.clone()),
+                    signed_by: signed_by(source).or_else(|| entry.signed_by.clone()),
                 });
             }
         }
@@ -188,7 +184,7 @@ pub fn derive(
             uris: source.uris.clone(),
             suites: vec![source.suite.clone()],
             components: source.components.clone(),
-            signed_by: source.signed_by.as_ref().map(|p| p.display().to_string()),
+            signed_by: signed_by(source),
         });
     }
     let mut text = format!(
@@ -197,18 +193,74 @@ pub fn derive(
     );
     let mut suites = Vec::new();
     for entry in &entries {
-        text.push_str(&format!(
-            "\nTypes: deb\nURIs: {}\nSuites: {}\nComponents: {}\nCheck-Valid-Until: no\n",
-            entry.uris.join(" "),
-            entry.suites.join(" "),
-            entry.components.join(" ")
-        ));
-        if let Some(key) = &entry.signed_by {
-            text.push_str(&format!("Signed-By: {key}\n"));
-        }
+        text.push_str(&stanza("deb", entry));
         suites.extend(entry.suites.iter().cloned());
     }
     Ok((text, suites))
+}
+
+/// `deb-src` stanzas for `suites` of the base's own archive (the mirror
+/// of its entry for the base suite itself, no -updates or -security
+/// counterparts: a development suite has none).
+pub fn derive_src(
+    suites: &[String],
+    base_suite: &str,
+    base: &[Entry],
+) -> Result<String, BuildError> {
+    let mirrors: Vec<&Entry> = base
+        .iter()
+        .filter(|e| e.suites.iter().any(|s| s == base_suite))
+        .collect();
+    if mirrors.is_empty() {
+        return Err(BuildError::Apt(format!(
+            "the base's apt sources have no entry for suite {base_suite:?} to take source packages from"
+        )));
+    }
+    let mut text = String::from("# Written by `spilo-build source-plan`.\n");
+    for entry in mirrors {
+        text.push_str(&stanza(
+            "deb-src",
+            &Entry {
+                suites: suites.to_vec(),
+                ..entry.clone()
+            },
+        ));
+    }
+    Ok(text)
+}
+
+/// A source's `Signed-By` value: its keyring's path, or its key inline
+/// (deb822's multi-line form: every line indented, an empty one a dot).
+fn signed_by(source: &Source) -> Option<String> {
+    if let Some(key) = &source.key {
+        return Some(
+            key.trim()
+                .lines()
+                .map(|l| match l.trim_end() {
+                    "" => "\n .".to_owned(),
+                    line => format!("\n {line}"),
+                })
+                .collect(),
+        );
+    }
+    source.signed_by.as_ref().map(|p| p.display().to_string())
+}
+
+fn stanza(types: &str, entry: &Entry) -> String {
+    let mut text = format!(
+        "\nTypes: {types}\nURIs: {}\nSuites: {}\nComponents: {}\nCheck-Valid-Until: no\n",
+        entry.uris.join(" "),
+        entry.suites.join(" "),
+        entry.components.join(" ")
+    );
+    match &entry.signed_by {
+        Some(inline) if inline.starts_with('\n') => {
+            text.push_str(&format!("Signed-By:{inline}\n"));
+        }
+        Some(path) => text.push_str(&format!("Signed-By: {path}\n")),
+        None => {}
+    }
+    text
 }
 
 /// apt preferences: every extra suite at its source's pin, and the
@@ -308,6 +360,7 @@ mod tests {
             uris: vec![],
             components: vec![],
             signed_by: None,
+            key: None,
             pin: 100,
         }
     }
@@ -366,6 +419,34 @@ mod tests {
         let (text, suites) = derive(&pgdg, "trixie", &[]).unwrap();
         assert_eq!(suites, vec!["trixie-pgdg"]);
         assert!(text.contains("Signed-By: /k.asc"));
+        let inline = Source {
+            signed_by: None,
+            key: Some("-----BEGIN PGP PUBLIC KEY BLOCK-----\n\nmQINBF\n-----END PGP PUBLIC KEY BLOCK-----\n".into()),
+            ..pgdg
+        };
+        let (text, _) = derive(&inline, "trixie", &[]).unwrap();
+        assert!(
+            text.ends_with("Signed-By:\n -----BEGIN PGP PUBLIC KEY BLOCK-----\n .\n mQINBF\n -----END PGP PUBLIC KEY BLOCK-----\n"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn source_packages_from_the_base_mirror() {
+        let text = derive_src(
+            &["sid".into(), "forky".into()],
+            "trixie",
+            &parse_deb822(DEB822),
+        )
+        .unwrap();
+        assert_eq!(text.matches("Types: deb-src").count(), 1, "{text}");
+        assert!(
+            text.contains(
+                "URIs: http://deb.debian.org/debian\nSuites: sid forky\nComponents: main\n"
+            ),
+            "{text}"
+        );
+        assert!(derive_src(&["sid".into()], "bookworm", &parse_deb822(DEB822)).is_err());
     }
 
     #[test]

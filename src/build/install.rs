@@ -7,9 +7,11 @@ use std::process::Command;
 
 use serde::{Deserialize, Serialize};
 use spilo_layout::IoError;
+use spilo_layout::manifest::BuiltFrom;
 
 use super::run as run_command;
-use super::spec::{BASE_SOURCE, Spec};
+use super::sources::{self, REPOSITORY};
+use super::spec::{BASE_SOURCE, BUILD_SOURCE, Spec};
 use super::{BuildError, Progress, apt};
 
 /// What `install` chose (optional packages depend on the archive), read by
@@ -19,6 +21,9 @@ pub const SELECTION: &str = "/usr/share/spilo/selection.json";
 const POLICY_RC_D: &str = "/usr/sbin/policy-rc.d";
 const PREFERENCES: &str = "/etc/apt/preferences.d/spilo";
 const NO_CLUSTER: &str = "/etc/postgresql-common/createcluster.d/00-spilo.conf";
+/// The apt source of the sources stage's repository, there during
+/// `install` alone.
+const BUILT_SOURCE: &str = "/etc/apt/sources.list.d/spilo-built.sources";
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Selection {
@@ -27,6 +32,9 @@ pub struct Selection {
     pub majors: BTreeMap<u32, Vec<String>>,
     /// Optional packages the major's source does not have.
     pub skipped: BTreeMap<u32, Vec<String>>,
+    /// The installed packages the sources stage compiled.
+    #[serde(default)]
+    pub built: BTreeMap<String, BuiltFrom>,
 }
 
 impl Selection {
@@ -108,21 +116,17 @@ fn install(spec: &Spec, progress: &Progress) -> Result<(), BuildError> {
         low.push((suites.clone(), source.pin));
         suites_of.insert(source.name.clone(), suites);
     }
+    let built = spec.built_majors().next().is_some();
+    if built {
+        add_built_repository()?;
+    }
     write(Path::new(PREFERENCES), &apt::pins(&low, &[]))?;
     progress.say("apt update (all sources)");
     apt::update()?;
 
-    let mut selection = Selection {
-        global: spec.global.packages.clone(),
-        ..Selection::default()
-    };
-    progress.say(&format!(
-        "global packages: {}",
-        spec.global.packages.join(" ")
-    ));
-    apt::install(&spec.global.packages)?;
-
-    let mut wanted = Vec::new();
+    // Every major's packages are checked before anything else is
+    // installed: a major no source provides stops the build untouched.
+    let mut chosen_of = Vec::new();
     for major in spec.majors_in_order() {
         let (required, optional) = spec.packages_for(major.version);
         let all: Vec<String> = required.iter().chain(&optional).cloned().collect();
@@ -142,7 +146,22 @@ fn install(spec: &Spec, progress: &Progress) -> Result<(), BuildError> {
         }
         let (chosen, skipped): (Vec<String>, Vec<String>) =
             all.into_iter().partition(|p| found.contains(p));
-        if major.source != BASE_SOURCE {
+        chosen_of.push((major, chosen, skipped));
+    }
+
+    let mut selection = Selection {
+        global: spec.global.packages.clone(),
+        ..Selection::default()
+    };
+    progress.say(&format!(
+        "global packages: {}",
+        spec.global.packages.join(" ")
+    ));
+    apt::install(&spec.global.packages)?;
+
+    let mut wanted = Vec::new();
+    for (major, chosen, skipped) in chosen_of {
+        if ![BASE_SOURCE, BUILD_SOURCE].contains(&major.source.as_str()) {
             if let Some(suites) = suites_of.get(&major.source) {
                 wanted.push((chosen.clone(), suites.clone()));
                 write(Path::new(PREFERENCES), &apt::pins(&low, &wanted))?;
@@ -160,11 +179,18 @@ fn install(spec: &Spec, progress: &Progress) -> Result<(), BuildError> {
             }
         ));
         apt::install(&chosen)?;
+        if major.source == BUILD_SOURCE {
+            let from = sources::read_built(Path::new(REPOSITORY))?;
+            selection
+                .built
+                .extend(from.into_iter().filter(|(p, _)| chosen.contains(p)));
+        }
         selection.majors.insert(major.version, chosen);
         if !skipped.is_empty() {
             selection.skipped.insert(major.version, skipped);
         }
     }
+    remove_built_repository(built)?;
 
     progress.say(&format!("locales: {}", spec.image.locales.join(" ")));
     locales(&spec.image.locales)?;
@@ -178,6 +204,39 @@ fn install(spec: &Spec, progress: &Progress) -> Result<(), BuildError> {
     check_no_cluster()?;
     run_command(Command::new("apt-get").arg("clean"))?;
     selection.save()
+}
+
+/// The sources stage's flat repository, trusted: the Dockerfile copies it
+/// from that stage of the same build.
+fn add_built_repository() -> Result<(), BuildError> {
+    let packages = Path::new(REPOSITORY).join("Packages");
+    if !packages.is_file() {
+        return Err(BuildError::Check(format!(
+            "a major is built from source, but {} is missing (the Dockerfile's sources stage makes it)",
+            packages.display()
+        )));
+    }
+    write(
+        Path::new(BUILT_SOURCE),
+        &format!(
+            "# Written by `spilo-build install`; removed when it is done.\nTypes: deb\nURIs: file:{REPOSITORY}\nSuites: ./\nTrusted: yes\n"
+        ),
+    )
+}
+
+/// Neither the repository (empty when nothing was built) nor its source
+/// stays in the image.
+fn remove_built_repository(added: bool) -> Result<(), BuildError> {
+    if added {
+        std::fs::remove_file(BUILT_SOURCE)
+            .map_err(IoError::at("remove", Path::new(BUILT_SOURCE)))?;
+    }
+    match std::fs::remove_dir_all(REPOSITORY) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            Err(IoError::at("remove", Path::new(REPOSITORY))(e).into())
+        }
+        _ => Ok(()),
+    }
 }
 
 /// The spec's suite must be the base's, or the derived sources are wrong.

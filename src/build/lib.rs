@@ -12,6 +12,7 @@ pub mod dpkg;
 pub mod install;
 pub mod manifest;
 pub mod slim;
+pub mod sources;
 pub mod spec;
 
 use std::path::{Path, PathBuf};
@@ -51,12 +52,25 @@ pub struct BuildArgs {
     /// The image spec.
     #[arg(long, env = "SPILO_SPEC", default_value = spec::DEFAULT_SPEC)]
     pub spec: PathBuf,
+    /// Only these of the spec's majors (comma-separated; the newest is the
+    /// default). The Dockerfile's MAJORS build argument.
+    #[arg(long, env = "SPILO_MAJORS", default_value = "", value_parser = majors)]
+    pub majors: Majors,
+    /// Every major from this `[[source]]` of the spec (enabled for it),
+    /// e.g. pgdg. The Dockerfile's SOURCE build argument.
+    #[arg(long, env = "SPILO_SOURCE", default_value = "")]
+    pub source: String,
     #[command(subcommand)]
     pub step: Step,
 }
 
 #[derive(Debug, Subcommand)]
 pub enum Step {
+    /// Plan what the sources stage compiles (majors with `source = "build"`).
+    SourcePlan {
+        /// Where `plan` and `deb-src.sources` are written.
+        out: PathBuf,
+    },
     /// Add the spec's apt sources and pins, install its packages.
     Install,
     /// Drop what a running container never needs; hard-link duplicates.
@@ -83,11 +97,38 @@ pub enum Step {
     },
 }
 
+/// A comma-separated list of majors; empty for all.
+#[derive(Debug, Clone)]
+pub struct Majors(pub Vec<u32>);
+
+fn majors(text: &str) -> Result<Majors, String> {
+    text.split(',')
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+        .map(|v| {
+            v.parse()
+                .map_err(|_| format!("{v:?} is not a PostgreSQL major"))
+        })
+        .collect::<Result<_, _>>()
+        .map(Majors)
+}
+
 /// Runs one build step on the running system (the rootfs stage).
 pub fn main(args: &BuildArgs) -> Result<(), BuildError> {
-    let spec = || Spec::load(&args.spec);
+    let spec = || {
+        Spec::load(&args.spec)?
+            .select(
+                &args.majors.0,
+                Some(args.source.as_str()).filter(|s| !s.is_empty()),
+            )
+            .map_err(|reason| BuildError::Spec {
+                path: args.spec.clone(),
+                reason,
+            })
+    };
     let root = Path::new("/");
     match &args.step {
+        Step::SourcePlan { out } => sources::plan(&spec()?, out),
         Step::Install => install::run(&spec()?),
         Step::Slim => slim::run(root, &spec()?).map(|_| ()),
         Step::Compress { format, level } => compress::run(root, &spec()?, *format, *level),

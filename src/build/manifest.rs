@@ -88,7 +88,6 @@ pub fn build(
         majors.push(MajorEntry {
             major: major.version,
             source: major.source.clone(),
-            packages,
             skipped: selection
                 .skipped
                 .get(&major.version)
@@ -96,6 +95,13 @@ pub fn build(
                 .unwrap_or_default(),
             extensions,
             archive,
+            built: selection
+                .built
+                .iter()
+                .filter(|(p, _)| packages.contains_key(*p))
+                .map(|(p, from)| (p.clone(), from.clone()))
+                .collect(),
+            packages,
         });
     }
     let global = spec

@@ -34,6 +34,24 @@ pub struct MajorEntry {
     pub extensions: Vec<String>,
     /// Set when the major ships packed (COMPRESS=true).
     pub archive: Option<ArchiveInfo>,
+    /// The packages the image build compiled from source: package → what
+    /// from.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub built: BTreeMap<String, BuiltFrom>,
+}
+
+/// Where a package compiled by the image build came from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BuiltFrom {
+    /// The Debian source package.
+    pub source: String,
+    /// Its version (upstream's alone when built from the .orig tarball).
+    pub version: String,
+    /// The suite whose deb-src index it came from.
+    pub suite: String,
+    /// `debian` (its own packaging) or `upstream` (the .orig tarball,
+    /// packaged by the build).
+    pub packaging: String,
 }
 
 /// `spilo manifest`: the image's manifest, as written at build.

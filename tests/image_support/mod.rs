@@ -25,8 +25,9 @@ use serde_json::Value;
 pub const IMAGE: &str = "localhost/spilo-rs:test";
 pub const COMPRESSED: &str = "localhost/spilo-rs:test-compressed";
 pub const BASE: &str = "docker.io/library/debian:trixie-slim";
-/// The default major's client, used to reach every server.
-pub const PSQL: &str = "/usr/lib/postgresql/17/bin/psql";
+/// Debian's psql wrapper: the newest unpacked major's client, in every
+/// image whatever its majors, used to reach every server.
+pub const PSQL: &str = "/usr/bin/psql";
 pub const SUPERUSER: &str = "host=127.0.0.1 user=postgres password=zalando dbname=postgres sslmode=require connect_timeout=5";
 /// How long a new container may take to accept connections.
 pub const READY: Duration = Duration::from_secs(180);
@@ -113,6 +114,32 @@ pub fn exists(image: &str) -> bool {
 }
 
 pub fn build(tag: &str, extra: &[&str]) -> Result<(), String> {
+    build_in(
+        Path::new(env!("CARGO_MANIFEST_DIR")),
+        tag,
+        extra,
+        BuildLog::Show,
+    )
+    .map(|_| ())
+}
+
+/// Where a build's output goes.
+#[derive(Clone, Copy, PartialEq)]
+pub enum BuildLog {
+    /// To the test's output, as it comes (a long build shows its progress).
+    Show,
+    /// Into the result, for a test that reads it.
+    Capture,
+}
+
+/// Builds the Dockerfile of `context` (this checkout or a copy of it);
+/// with `BuildLog::Capture`, the build's output is the value or the error.
+pub fn build_in(
+    context: &Path,
+    tag: &str,
+    extra: &[&str],
+    log: BuildLog,
+) -> Result<String, String> {
     let root = env!("CARGO_MANIFEST_DIR");
     if !exists(BASE) {
         let status = engine_command(&format!("{root}/scripts/base-image.sh"))
@@ -139,19 +166,31 @@ pub fn build(tag: &str, extra: &[&str]) -> Result<(), String> {
         args.extend(["--secret".into(), format!("id=cacert,src={cacert}")]);
     }
     args.extend(extra.iter().map(|s| s.to_string()));
-    args.push(root.into());
+    args.push(context.display().to_string());
     let started = Instant::now();
     // A cold build takes many minutes: bounded by the CI job, not here.
-    let status = build.args(&args).status().map_err(|e| e.to_string())?;
+    build.args(&args);
+    let (status, output) = if log == BuildLog::Capture {
+        let out = build.output().map_err(|e| e.to_string())?;
+        let text = String::from_utf8_lossy(&out.stdout).into_owned()
+            + &String::from_utf8_lossy(&out.stderr);
+        (out.status, text)
+    } else {
+        (build.status().map_err(|e| e.to_string())?, String::new())
+    };
     eprintln!(
         "built {tag} with {} in {:.0}s",
         engine(),
         started.elapsed().as_secs_f64()
     );
     if status.success() {
-        Ok(())
+        Ok(output)
     } else {
-        Err(format!("{} {}: {status}", engine(), args.join(" ")))
+        Err(format!(
+            "{} {}: {status}\n{output}",
+            engine(),
+            args.join(" ")
+        ))
     }
 }
 
