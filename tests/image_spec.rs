@@ -56,6 +56,19 @@ fn built_packages(dir: &Path) {
     assert!(copied.status.success(), "{copied:?}");
 }
 
+/// A GnuPG home of the test's, its agent stopped when dropped.
+struct Keyring(std::path::PathBuf);
+
+impl Drop for Keyring {
+    fn drop(&mut self) {
+        let _ = Command::new("gpgconf")
+            .arg("--homedir")
+            .arg(&self.0)
+            .args(["--kill", "all"])
+            .status();
+    }
+}
+
 /// A signing key of its own in `home`; returns it armored.
 fn key(home: &Path, who: &str) -> String {
     std::fs::create_dir_all(home).unwrap();
@@ -237,6 +250,7 @@ fn every_major_from_a_signed_repository_in_pgdg_layout() {
     std::fs::create_dir_all(&debs).unwrap();
     built_packages(&debs);
     let home = work.path().join("gnupg");
+    let _agents = [Keyring(home.clone()), Keyring(work.path().join("other"))];
     let signing = key(&home, "spilo-rs-test-pgdg");
     let repo = work.path().join("repo");
     repository(&repo, &debs, &home);
@@ -299,6 +313,25 @@ fn every_major_from_a_signed_repository_in_pgdg_layout() {
             "{package}: {major}"
         );
     }
+
+    // The major's packages pinned to the repository's suite, above
+    // anything else that carries their names.
+    let pins = ok(&[
+        "run",
+        "--rm",
+        "--entrypoint",
+        "cat",
+        PGDG,
+        "/etc/apt/preferences.d/spilo",
+    ]);
+    assert!(
+        pins.contains(&format!(
+            "Package: postgresql-18 postgresql-18-postgis-3 postgresql-18-postgis-3-scripts \
+             postgresql-18-repack postgresql-18-pgaudit postgresql-18-partman\n\
+             Pin: release n={SUITE}\nPin-Priority: 990\n"
+        )),
+        "{pins}"
+    );
 
     let node = Container::run(PGDG, "pgdg", &[], &[]);
     node.wait_ready(READY);
