@@ -50,6 +50,7 @@ majors=$("$engine" run --rm --entrypoint /usr/local/bin/spilo "$compressed" mani
 unpack=""
 for major in $majors; do
     name=spilo-size-report-unpack-$major
+    "$engine" rm -f "$name" >/dev/null 2>&1 || true
     "$engine" run -d --name "$name" -e PGVERSION="$major" "$compressed" >/dev/null
     line="PostgreSQL $major: no unpack line within 30 s"
     for _ in $(seq 30); do

@@ -27,6 +27,13 @@ const SOURCES: &str = "localhost/spilo-rs:sources";
 const PGDG: &str = "localhost/spilo-rs:test-pgdg";
 const SUITE: &str = "trixie-pgdg";
 
+/// The host's Debian architecture, the image's too.
+fn arch() -> String {
+    run(Command::new("dpkg").arg("--print-architecture"))
+        .trim()
+        .to_owned()
+}
+
 fn run(command: &mut Command) -> String {
     let out = command
         .output()
@@ -95,7 +102,7 @@ fn key(home: &Path, who: &str) -> String {
 /// suite's Packages and Release, InRelease signed with the key in `home`.
 fn repository(root: &Path, debs: &Path, home: &Path) {
     let pool = root.join("pool/main");
-    let binary = root.join(format!("dists/{SUITE}/main/binary-amd64"));
+    let binary = root.join(format!("dists/{SUITE}/main/binary-{}", arch()));
     std::fs::create_dir_all(&pool).unwrap();
     std::fs::create_dir_all(&binary).unwrap();
     for entry in std::fs::read_dir(debs).unwrap() {
@@ -120,7 +127,7 @@ fn repository(root: &Path, debs: &Path, home: &Path) {
             &field("Codename", SUITE),
         ])
         .args(["-o", &field("Components", "main")])
-        .args(["-o", &field("Architectures", "amd64")])
+        .args(["-o", &field("Architectures", &arch())])
         .args(["release", "."]));
     let dist = root.join("dists").join(SUITE);
     std::fs::write(dist.join("Release"), release).unwrap();
@@ -197,11 +204,11 @@ fn context(dir: &Path, edit: impl FnOnce(&mut toml::Table)) {
     let root = env!("CARGO_MANIFEST_DIR");
     std::fs::create_dir_all(dir).unwrap();
     let tar = format!(
-        "tar -C {root} -cf - Cargo.toml Cargo.lock .dockerignore Dockerfile src extensions image \
-         --exclude=target | tar -C {} -xf -",
+        "set -o pipefail; tar -C {root} --exclude=target -cf - \
+         Cargo.toml Cargo.lock .dockerignore Dockerfile src extensions image | tar -C {} -xf -",
         dir.display()
     );
-    run(Command::new("sh").args(["-c", &tar]));
+    run(Command::new("bash").args(["-c", &tar]));
     let path = dir.join("image/spec.toml");
     let mut spec: toml::Table = std::fs::read_to_string(&path).unwrap().parse().unwrap();
     edit(&mut spec);
@@ -299,8 +306,10 @@ fn every_major_from_a_signed_repository_in_pgdg_layout() {
     );
     // The very packages the repository serves, at their versions.
     let served = versions(
-        &std::fs::read_to_string(repo.join(format!("dists/{SUITE}/main/binary-amd64/Packages")))
-            .unwrap(),
+        &std::fs::read_to_string(
+            repo.join(format!("dists/{SUITE}/main/binary-{}/Packages", arch())),
+        )
+        .unwrap(),
     );
     for package in [
         "postgresql-18",

@@ -16,7 +16,16 @@ pub struct Entry {
     pub uris: Vec<String>,
     pub suites: Vec<String>,
     pub components: Vec<String>,
-    pub signed_by: Option<String>,
+    pub signed_by: Option<SignedBy>,
+}
+
+/// What an entry's `Signed-By` gives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SignedBy {
+    /// A keyring file.
+    Path(String),
+    /// An armored key, written inline.
+    Key(String),
 }
 
 /// Reads every `deb` entry under `etc_apt` (sources.list, *.list, *.sources).
@@ -80,7 +89,7 @@ pub fn parse_one_line(text: &str) -> Vec<Entry> {
                     signed_by = opts
                         .split_whitespace()
                         .find_map(|o| o.strip_prefix("signed-by="))
-                        .map(str::to_owned);
+                        .map(|p| SignedBy::Path(p.to_owned()));
                     after
                 }
                 None => rest,
@@ -137,7 +146,10 @@ pub fn parse_deb822(text: &str) -> Vec<Entry> {
             uris: words("uris"),
             suites: words("suites"),
             components: words("components"),
-            signed_by: fields.get("signed-by").filter(|v| !v.is_empty()).cloned(),
+            signed_by: fields
+                .get("signed-by")
+                .filter(|v| !v.is_empty())
+                .map(|p| SignedBy::Path(p.clone())),
         };
         if !entry.uris.is_empty() && !entry.suites.is_empty() {
             entries.push(entry);
@@ -229,23 +241,17 @@ pub fn derive_src(
     Ok(text)
 }
 
-/// A source's `Signed-By` value: its keyring's path, or its key inline
-/// (deb822's multi-line form: every line indented, an empty one a dot).
-fn signed_by(source: &Source) -> Option<String> {
-    if let Some(key) = &source.key {
-        return Some(
-            key.trim()
-                .lines()
-                .map(|l| match l.trim_end() {
-                    "" => "\n .".to_owned(),
-                    line => format!("\n {line}"),
-                })
-                .collect(),
-        );
+/// A source's own `Signed-By`: its key inline, or its keyring's path.
+fn signed_by(source: &Source) -> Option<SignedBy> {
+    match (&source.key, &source.signed_by) {
+        (Some(key), _) => Some(SignedBy::Key(key.clone())),
+        (None, Some(path)) => Some(SignedBy::Path(path.display().to_string())),
+        (None, None) => None,
     }
-    source.signed_by.as_ref().map(|p| p.display().to_string())
 }
 
+/// One deb822 stanza; an inline key in deb822's multi-line form (every
+/// line indented, an empty one a dot).
 fn stanza(types: &str, entry: &Entry) -> String {
     let mut text = format!(
         "\nTypes: {types}\nURIs: {}\nSuites: {}\nComponents: {}\nCheck-Valid-Until: no\n",
@@ -254,10 +260,15 @@ fn stanza(types: &str, entry: &Entry) -> String {
         entry.components.join(" ")
     );
     match &entry.signed_by {
-        Some(inline) if inline.starts_with('\n') => {
-            text.push_str(&format!("Signed-By:{inline}\n"));
+        Some(SignedBy::Path(path)) => text.push_str(&format!("Signed-By: {path}\n")),
+        Some(SignedBy::Key(key)) => {
+            text.push_str("Signed-By:\n");
+            for line in key.trim().lines().map(str::trim_end) {
+                text.push_str(if line.is_empty() { " ." } else { " " });
+                text.push_str(line);
+                text.push('\n');
+            }
         }
-        Some(path) => text.push_str(&format!("Signed-By: {path}\n")),
         None => {}
     }
     text
@@ -373,7 +384,7 @@ mod tests {
         assert_eq!(e.len(), 2);
         assert_eq!(e[0].uris, vec!["http://deb.debian.org/debian"]);
         assert_eq!(e[0].components, vec!["main", "contrib"]);
-        assert_eq!(e[1].signed_by.as_deref(), Some("/k.gpg"));
+        assert_eq!(e[1].signed_by, Some(SignedBy::Path("/k.gpg".into())));
     }
 
     #[test]

@@ -32,7 +32,8 @@ pub struct Selection {
     pub majors: BTreeMap<u32, Vec<String>>,
     /// Optional packages the major's source does not have.
     pub skipped: BTreeMap<u32, Vec<String>>,
-    /// The installed packages the sources stage compiled.
+    /// Every package the sources stage compiled (`manifest` keeps the
+    /// installed ones, dependencies such as libpq5 included).
     #[serde(default)]
     pub built: BTreeMap<String, BuiltFrom>,
 }
@@ -179,16 +180,13 @@ fn install(spec: &Spec, progress: &Progress) -> Result<(), BuildError> {
             }
         ));
         apt::install(&chosen)?;
-        if major.source == BUILD_SOURCE {
-            let from = sources::read_built(Path::new(REPOSITORY))?;
-            selection
-                .built
-                .extend(from.into_iter().filter(|(p, _)| chosen.contains(p)));
-        }
         selection.majors.insert(major.version, chosen);
         if !skipped.is_empty() {
             selection.skipped.insert(major.version, skipped);
         }
+    }
+    if built {
+        selection.built = sources::read_built(Path::new(REPOSITORY))?;
     }
     remove_built_repository(built)?;
 

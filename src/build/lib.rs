@@ -1,5 +1,6 @@
-//! `spilo-build`: the steps the Dockerfile's rootfs stage runs to assemble
-//! the image from image/spec.toml (install → slim → [compress] → manifest).
+//! `spilo-build`: the steps the Dockerfile runs to assemble the image from
+//! image/spec.toml: `source-plan` in its source-plan stage, then in the
+//! rootfs stage install → slim → [compress] → manifest.
 //!
 //! It depends on `spilo-layout` only, never on the runtime crate: the
 //! Dockerfile builds it from src/build and src/layout alone, so a change to
@@ -20,8 +21,8 @@ use std::process::{Command, Stdio};
 use std::time::Instant;
 
 use clap::{Args, Subcommand};
-use spilo_layout::archive::{self, Format};
-use spilo_layout::{IoError, LayoutError, POSTGRES_ROOT, UNPACKED_SUBDIR};
+use spilo_layout::archive::Format;
+use spilo_layout::{IoError, LayoutError};
 
 pub use spec::Spec;
 pub use spilo_layout::under;
@@ -85,22 +86,13 @@ pub enum Step {
     },
     /// Record every major, its package versions and extensions.
     Manifest,
-    /// Unpack one packed major as `spilo init` does, and say how long it took.
-    Unpack {
-        major: u32,
-        /// Where majors are unpacked (`<dest>/<major>`); by default where
-        /// `spilo init` unpacks them with RW_DIR=/run.
-        #[arg(long, default_value_os_t = Path::new("/run").join(UNPACKED_SUBDIR))]
-        dest: PathBuf,
-        #[arg(long, env = "SPILO_POSTGRES_ROOT", default_value = POSTGRES_ROOT)]
-        postgres_root: PathBuf,
-    },
 }
 
-/// A comma-separated list of majors; empty for all.
+/// A comma-separated list of majors (MAJORS); empty for all.
 #[derive(Debug, Clone)]
 pub struct Majors(pub Vec<u32>);
 
+/// Parses MAJORS; a repeated major counts once.
 fn majors(text: &str) -> Result<Majors, String> {
     text.split(',')
         .map(str::trim)
@@ -109,8 +101,8 @@ fn majors(text: &str) -> Result<Majors, String> {
             v.parse()
                 .map_err(|_| format!("{v:?} is not a PostgreSQL major"))
         })
-        .collect::<Result<_, _>>()
-        .map(Majors)
+        .collect::<Result<std::collections::BTreeSet<u32>, _>>()
+        .map(|set| Majors(set.into_iter().collect()))
 }
 
 /// Runs one build step on the running system (the rootfs stage).
@@ -133,29 +125,6 @@ pub fn main(args: &BuildArgs) -> Result<(), BuildError> {
         Step::Slim => slim::run(root, &spec()?).map(|_| ()),
         Step::Compress { format, level } => compress::run(root, &spec()?, *format, *level),
         Step::Manifest => manifest::run(root, &spec()?, &args.spec),
-        Step::Unpack {
-            major,
-            dest,
-            postgres_root,
-        } => {
-            match archive::unpack_if_needed(postgres_root, *major, dest)? {
-                None => println!("PostgreSQL {major} is installed unpacked"),
-                Some(u) => println!(
-                    "PostgreSQL {major}: {} in {:.3}s; postgres root {}, libraries {}",
-                    if u.fresh {
-                        "unpacked"
-                    } else {
-                        "already unpacked"
-                    },
-                    u.seconds,
-                    u.postgres_root.display(),
-                    std::env::join_paths(&u.library_path)
-                        .map(|p| p.to_string_lossy().into_owned())
-                        .unwrap_or_default()
-                ),
-            }
-            Ok(())
-        }
     }
 }
 

@@ -1,17 +1,17 @@
 //! `spilo-build manifest`: writes the image's manifest (its types and
 //! path are `spilo_layout::manifest`'s, which `spilo manifest` prints).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 use spilo_layout::archive::read_info;
-use spilo_layout::manifest::{MANIFEST, MajorEntry, Manifest};
+use spilo_layout::manifest::{BuiltFrom, MANIFEST, MajorEntry, Manifest};
 use spilo_layout::{IoError, POSTGRES_ROOT};
 
 use super::compress;
 use super::dpkg::Installed;
 use super::install::Selection;
-use super::spec::Spec;
+use super::spec::{Major, Spec, fill};
 use super::{BuildError, Progress, under};
 
 pub fn run(root: &Path, spec: &Spec, spec_path: &Path) -> Result<(), BuildError> {
@@ -47,6 +47,30 @@ pub fn run(root: &Path, spec: &Spec, spec_path: &Path) -> Result<(), BuildError>
         spec_path.display()
     ));
     Ok(())
+}
+
+/// The installed packages compiled from one of the major's build sources
+/// (its server's, such as libpq5 and the client, and its extensions').
+fn built_for(
+    major: &Major,
+    selection: &Selection,
+    installed: &Installed,
+) -> BTreeMap<String, BuiltFrom> {
+    let Some(build) = &major.build else {
+        return BTreeMap::new();
+    };
+    let sources: BTreeSet<String> = std::iter::once(&build.server)
+        .chain(build.extensions.iter().map(|e| &e.source))
+        .map(|s| fill(s, major.version))
+        .collect();
+    selection
+        .built
+        .iter()
+        .filter(|(package, from)| {
+            sources.contains(&from.source) && installed.versions.contains_key(*package)
+        })
+        .map(|(package, from)| (package.clone(), from.clone()))
+        .collect()
 }
 
 pub fn build(
@@ -95,12 +119,7 @@ pub fn build(
                 .unwrap_or_default(),
             extensions,
             archive,
-            built: selection
-                .built
-                .iter()
-                .filter(|(p, _)| packages.contains_key(*p))
-                .map(|(p, from)| (p.clone(), from.clone()))
-                .collect(),
+            built: built_for(major, selection, installed),
             packages,
         });
     }

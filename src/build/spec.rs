@@ -123,6 +123,7 @@ pub struct Build {
     pub extensions: Vec<Extension>,
 }
 
+/// An extension compiled for a built major.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Extension {

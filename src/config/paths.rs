@@ -155,8 +155,7 @@ impl Paths {
         self.rw_dir.join("nss/group")
     }
 
-    /// Where `init` unpacks a packed major (`<dir>/<major>`), as
-    /// `spilo-build unpack` does by default with RW_DIR=/run.
+    /// Where `init` unpacks a packed major (`<dir>/<major>`).
     pub(crate) fn unpacked_majors(&self) -> PathBuf {
         self.rw_dir.join(spilo_layout::UNPACKED_SUBDIR)
     }

@@ -21,7 +21,7 @@ pub const POSTGRES_ROOT: &str = "/usr/lib/postgresql";
 pub const ARCHIVE_SUBDIR: &str = "archives";
 
 /// Subdirectory of RW_DIR where `spilo init` unpacks the packed major it
-/// runs (`<dir>/<major>`); `spilo-build unpack` uses it under /run.
+/// runs (`<dir>/<major>`).
 pub const UNPACKED_SUBDIR: &str = "spilo/majors";
 
 /// A failed file system call: what it did, on which path, and why. The one

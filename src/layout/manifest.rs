@@ -34,8 +34,9 @@ pub struct MajorEntry {
     pub extensions: Vec<String>,
     /// Set when the major ships packed (COMPRESS=true).
     pub archive: Option<ArchiveInfo>,
-    /// The packages the image build compiled from source: package → what
-    /// from.
+    /// The installed packages the image build compiled for this major,
+    /// with what they came from; dependencies built from the same sources
+    /// (libpq5, the client) too.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub built: BTreeMap<String, BuiltFrom>,
 }
