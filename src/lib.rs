@@ -4,6 +4,7 @@
 //! the model into files, `files` puts them on disk, and `configure` is the
 //! command that chains the three.
 
+pub mod backup;
 pub mod config;
 pub mod configure;
 pub(crate) mod files;

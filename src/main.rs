@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 
+use spilo::backup;
 use spilo::config::Env;
 use spilo::configure;
 use spilo::init::{self, children::Programs, hooks, initdb_ahead, logging};
@@ -68,6 +69,12 @@ enum Command {
         #[command(subcommand)]
         hook: Hook,
     },
+    /// Backups with pgBackRest (configured by WAL_S3_BUCKET, WAL_GS_BUCKET,
+    /// AZURE_STORAGE_ACCOUNT or WAL_LOCAL_PATH).
+    Backup {
+        #[command(subcommand)]
+        backup: Backup,
+    },
     /// Runs initdb ahead of Patroni (started by `init`).
     #[command(hide = true)]
     InitdbAhead { dir: PathBuf },
@@ -89,6 +96,34 @@ enum Hook {
         action: String,
         role: String,
         scope: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum Backup {
+    /// The scheduler `init` runs: the stanza, the first backup after
+    /// bootstrap, BACKUP_SCHEDULE's backups, WAL archiving reports.
+    Schedule {
+        /// The spec `init` wrote (default: $RW_DIR/backup.json).
+        #[arg(long)]
+        spec: Option<PathBuf>,
+    },
+    /// Take a backup now, on the primary.
+    Now {
+        /// The spec `init` wrote (default: $RW_DIR/backup.json).
+        #[arg(long)]
+        spec: Option<PathBuf>,
+        #[arg(long = "type", value_name = "TYPE", value_enum, default_value = "full")]
+        kind: backup::BackupType,
+    },
+    /// List the backups in the repository.
+    List {
+        /// The spec `init` wrote (default: $RW_DIR/backup.json).
+        #[arg(long)]
+        spec: Option<PathBuf>,
+        /// Print pgBackRest's JSON as is.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -169,6 +204,25 @@ fn main() -> ExitCode {
             }
         },
         Command::InitdbAhead { dir } => initdb_ahead::run(&dir),
+        Command::Backup { backup: command } => {
+            let spec_or_default =
+                |spec: Option<PathBuf>| spec.unwrap_or_else(backup::default_spec_path);
+            let result = match command {
+                Backup::Schedule { spec } => backup::schedule(&spec_or_default(spec)),
+                Backup::Now { spec, kind } => {
+                    backup::read_spec(&spec_or_default(spec)).and_then(|s| backup::now(&s, kind))
+                }
+                Backup::List { spec, json } => backup::read_spec(&spec_or_default(spec))
+                    .and_then(|s| backup::list(&s, json, &mut std::io::stdout().lock())),
+            };
+            match result {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("spilo backup: error: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Hook { hook } => {
             let log = &mut |line: String| eprintln!("spilo hook {line}");
             let (name, result) = match hook {

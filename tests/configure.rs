@@ -118,7 +118,17 @@ fn get<'a>(v: &'a Value, path: &str) -> &'a Value {
 #[cfg(feature = "host-tests")]
 #[test]
 fn operator_fixtures_pass_patroni_validation() {
-    for (name, fixture) in common::operator_fixtures() {
+    // And a restore's bootstrap from a repository, on the first fixture.
+    let fixtures = common::operator_fixtures();
+    let mut restore = fixtures[0].clone();
+    restore.0 = format!("{} restoring", restore.0);
+    restore.1.extend(vars(&[
+        ("CLONE_METHOD", "CLONE_WITH_WALE"),
+        ("CLONE_SCOPE", "acid-old"),
+        ("CLONE_WAL_S3_BUCKET", "old-wal-bucket"),
+        ("CLONE_TARGET_TIME", "2026-12-01 10:00:00+00"),
+    ]));
+    for (name, fixture) in fixtures.into_iter().chain([restore]) {
         let sandbox = Sandbox::with_host_binaries();
         let out = sandbox.run(&fixture, &[]);
         assert!(out.status.success(), "{name}: {}", stderr(&out));
@@ -132,6 +142,13 @@ fn operator_fixtures_pass_patroni_validation() {
             "{name}: patroni --validate-config failed:\n{}{}",
             String::from_utf8_lossy(&validate.stdout),
             stderr(&validate)
+        );
+        let method = get(&sandbox.patroni_config(), "bootstrap.method").clone();
+        let restoring = name.ends_with("restoring");
+        assert_eq!(
+            method == "pgbackrest_restore",
+            restoring,
+            "{name}: {method}"
         );
     }
 }
@@ -196,11 +213,32 @@ fn operator_fixtures_have_the_contract_values() {
             "32MB",
             "{name}"
         );
-        assert_eq!(
-            get(&config, "postgresql.parameters.archive_command"),
-            "/bin/true",
-            "{name}"
-        );
+        // A bucket turns archiving on, into Spilo's folder of the scope
+        // (beside WAL-G's wal/); without one it stays off.
+        let archive_command = get(&config, "postgresql.parameters.archive_command");
+        if let Some(bucket) = var("WAL_S3_BUCKET") {
+            let scope = var("SCOPE").expect("fixture sets SCOPE");
+            let conf = sandbox.rw().join("pgbackrest/pgbackrest.conf");
+            assert_eq!(
+                archive_command,
+                &format!(
+                    "pgbackrest --config={} --stanza={scope} archive-push \"%p\"",
+                    conf.display()
+                ),
+                "{name}"
+            );
+            let text = std::fs::read_to_string(&conf).expect("pgbackrest.conf");
+            let suffix = var("WAL_BUCKET_SCOPE_SUFFIX").unwrap_or_default();
+            for line in [
+                format!("repo1-s3-bucket={bucket}\n"),
+                format!("repo1-path=/spilo/{scope}{suffix}/pgbackrest\n"),
+                format!("[{scope}]\n"),
+            ] {
+                assert!(text.contains(&line), "{name}: {line:?} not in\n{text}");
+            }
+        } else {
+            assert_eq!(archive_command, "/bin/true", "{name}");
+        }
         assert_eq!(
             get(&config, "postgresql.authentication.superuser.password"),
             var("PGPASSWORD_SUPERUSER").expect("fixture sets the password"),
@@ -274,15 +312,6 @@ fn operator_fixtures_have_the_contract_values() {
                 "auth sufficient pam_oauth2.so {}",
                 var("PAM_OAUTH2").unwrap_or_default()
             )));
-        }
-        if var("WAL_S3_BUCKET").is_some() {
-            let warning = stderr(&out);
-            assert!(warning.contains("WAL archiving is off"), "{warning}");
-            assert_eq!(
-                warning.matches("archiving").count(),
-                1,
-                "one warning line: {warning}"
-            );
         }
     }
 }
@@ -820,6 +849,55 @@ const CATALOGUE: &[Bad] = &[
     bad(
         &[("PGBOUNCER_AUTHENTICATION", "\"u\" \"p\"")],
         "PGBOUNCER_AUTHENTICATION: given without PGBOUNCER_CONFIGURATION",
+    ),
+    bad(
+        &[("WAL_S3_BUCKET", "My_Bucket")],
+        "WAL_S3_BUCKET=My_Bucket: not a bucket name",
+    ),
+    bad(
+        &[
+            ("WAL_S3_BUCKET", "wal"),
+            ("AWS_SECRET_ACCESS_KEY", "s3cret-s3cret"),
+        ],
+        "AWS_SECRET_ACCESS_KEY: given without AWS_ACCESS_KEY_ID",
+    ),
+    bad(
+        &[
+            ("WAL_S3_BUCKET", "wal"),
+            ("AWS_ENDPOINT", "http://minio:9000"),
+        ],
+        "AWS_ENDPOINT=http://minio:9000: pgBackRest reaches S3 over HTTPS only",
+    ),
+    bad(
+        &[
+            ("WAL_GS_BUCKET", "wal"),
+            ("GOOGLE_APPLICATION_CREDENTIALS", "/nonexistent/key.json"),
+        ],
+        "GOOGLE_APPLICATION_CREDENTIALS=/nonexistent/key.json: no such file",
+    ),
+    bad(
+        &[
+            ("AZURE_STORAGE_ACCOUNT", "acct"),
+            ("WALG_AZ_PREFIX", "azure://wal"),
+        ],
+        "AZURE_STORAGE_ACCOUNT: needs AZURE_STORAGE_ACCESS_KEY or AZURE_STORAGE_SAS_TOKEN",
+    ),
+    bad(
+        &[("WAL_LOCAL_PATH", "/nonexistent/backups")],
+        "WAL_LOCAL_PATH=/nonexistent/backups: not an absolute path to a directory",
+    ),
+    bad(
+        &[("WAL_S3_BUCKET", "wal"), ("BACKUP_SCHEDULE", "0 25 * * *")],
+        "BACKUP_SCHEDULE=0 25 * * *: ",
+    ),
+    bad(
+        &[
+            ("CLONE_METHOD", "CLONE_WITH_WALE"),
+            ("CLONE_SCOPE", "old"),
+            ("CLONE_WAL_S3_BUCKET", "wal"),
+            ("CLONE_TARGET_TIME", "yesterday"),
+        ],
+        "CLONE_TARGET_TIME=yesterday: expected a timestamp with time zone",
     ),
     Bad {
         vars: &[],

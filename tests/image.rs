@@ -132,7 +132,12 @@ fn every_major_creates_its_extensions() {
         extensions.extend(&shipped);
         for ext in extensions {
             node.sql(&format!("CREATE EXTENSION IF NOT EXISTS {ext} CASCADE"))
-                .unwrap_or_else(|e| panic!("PostgreSQL {major}: CREATE EXTENSION {ext}: {e}"));
+                .unwrap_or_else(|e| {
+                    panic!(
+                        "PostgreSQL {major}: CREATE EXTENSION {ext}: {e}; logs:\n{}",
+                        node.logs()
+                    )
+                });
         }
         let postgis = node.sql("SELECT postgis_full_version()").unwrap();
         for part in ["POSTGIS=", "GEOS=", "PROJ="] {
@@ -399,4 +404,57 @@ fn the_healthcheck_follows_the_rest_api_onto_tls() {
     );
     assert!(node.api("/patroni").is_none(), "plain HTTP still answers");
     node.wait_healthy();
+}
+
+/// The image's pgBackRest archives and backs up into a mounted directory
+/// with the root filesystem read-only: a first full backup after the
+/// bootstrap, then the WAL of a switch in the archive.
+#[test]
+fn backups_go_to_a_mounted_directory_with_a_read_only_root() {
+    let _serial = serial();
+    let node = Container::run(
+        image(),
+        "backup",
+        &[
+            "--read-only",
+            "--tmpfs=/run:rw,exec,mode=1777",
+            "--tmpfs=/tmp:rw,mode=1777",
+            "--tmpfs=/home/postgres/pgdata:rw,mode=1777",
+            "--tmpfs=/backups:rw,mode=1777",
+            "-e",
+            "WAL_LOCAL_PATH=/backups",
+            "-e",
+            "SCOPE=imaged",
+        ],
+        &[],
+    );
+    node.wait_ready(READY);
+    let list = || {
+        let out = node.exec(&["spilo", "backup", "list", "--json"]);
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).ok()
+    };
+    let info = wait_for(
+        Duration::from_secs(120),
+        "a first full backup",
+        || list().filter(|i| i[0]["backup"][0]["type"] == "full"),
+        || format!("{:?}\n{}", list(), node.logs()),
+    );
+    assert_eq!(info[0]["name"], "imaged", "{info}");
+    let segment = node
+        .sql("CREATE TABLE switched (id int)")
+        .and_then(|_| node.sql("SELECT pg_walfile_name(pg_switch_wal())"))
+        .expect("a WAL switch");
+    wait_for(
+        Duration::from_secs(60),
+        "the switched segment archived",
+        || {
+            node.sql("SELECT last_archived_wal FROM pg_stat_archiver")
+                .ok()
+                .filter(|last| *last >= segment)
+        },
+        || node.logs(),
+    );
+    let table = node.exec(&["spilo", "backup", "list"]);
+    let table = String::from_utf8_lossy(&table.stdout).into_owned();
+    assert!(table.contains("full"), "{table}");
 }

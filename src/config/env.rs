@@ -59,6 +59,11 @@ impl Env {
         self.vars.iter().map(|(k, v)| (k.as_str(), v.as_str()))
     }
 
+    /// A variable's value when it is set, even to nothing.
+    pub(crate) fn raw(&self, name: &str) -> Option<&str> {
+        self.vars.get(name).map(String::as_str)
+    }
+
     /// A variable's value when it is set and not empty.
     pub(crate) fn get(&self, name: &str) -> Option<&str> {
         self.vars

@@ -1,5 +1,5 @@
-//! Companions configured by variables: pgbouncer, and the backup, clone
-//! and standby variables that are read but not acted on yet.
+//! Companions configured by variables: pgbouncer; and the variables of
+//! clones and standby clusters that are not acted on yet.
 
 use super::env::{Env, Vars, set};
 use super::error::ConfigError;
@@ -43,17 +43,25 @@ impl Pgbouncer {
     }
 }
 
-/// Variables of backups, clones and standby clusters that are set.
-pub(crate) fn backup_variables(env: &Env) -> Vec<String> {
+/// Variables that are set but not acted on yet: standby clusters, clones
+/// other than a restore from a repository, backups from a replica, and
+/// WAL-E's and WAL-G's store prefixes (the stores are named by their
+/// bucket variables).
+pub(crate) fn unsupported_variables(env: &Env) -> Vec<String> {
+    let restores = env.get("CLONE_METHOD") == Some("CLONE_WITH_WALE");
     env.iter()
         .filter(|(name, value)| {
             !value.is_empty()
-                && (matches!(
-                    *name,
-                    "WAL_S3_BUCKET" | "WAL_GS_BUCKET" | "AZURE_STORAGE_ACCOUNT"
-                ) || ["WALG_", "CLONE_", "STANDBY_"]
-                    .iter()
-                    .any(|p| name.starts_with(p)))
+                && (name.starts_with("STANDBY_")
+                    || (name.starts_with("CLONE_") && !restores)
+                    || matches!(
+                        *name,
+                        "WALG_BACKUP_FROM_REPLICA"
+                            | "WALE_S3_PREFIX"
+                            | "WALG_S3_PREFIX"
+                            | "WALE_GS_PREFIX"
+                            | "WALG_GS_PREFIX"
+                    ))
         })
         .map(|(name, _)| name.to_owned())
         .collect()
@@ -100,17 +108,19 @@ mod tests {
     }
 
     #[test]
-    fn backup_variables_are_noticed() {
+    fn unsupported_variables_are_noticed() {
         let env = Env::from_pairs([
             ("WAL_S3_BUCKET", "b"),
             ("WALG_S3_PREFIX", "s3://x"),
             ("CLONE_SCOPE", "c"),
+            ("STANDBY_HOST", "h"),
             ("WAL_BUCKET_SCOPE_PREFIX", ""),
-            ("SCOPE", "s"),
         ]);
         assert_eq!(
-            backup_variables(&env),
-            ["CLONE_SCOPE", "WALG_S3_PREFIX", "WAL_S3_BUCKET"]
+            unsupported_variables(&env),
+            ["CLONE_SCOPE", "STANDBY_HOST", "WALG_S3_PREFIX"]
         );
+        let env = Env::from_pairs([("CLONE_METHOD", "CLONE_WITH_WALE"), ("CLONE_SCOPE", "c")]);
+        assert!(unsupported_variables(&env).is_empty());
     }
 }

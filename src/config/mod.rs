@@ -2,6 +2,7 @@
 //! turned into typed values that rendering and `init` work from.
 
 pub(crate) mod auth;
+pub(crate) mod backup;
 pub(crate) mod dcs;
 pub(crate) mod env;
 pub(crate) mod error;
@@ -20,6 +21,7 @@ use std::path::PathBuf;
 use serde_json::{Map, Value};
 
 pub(crate) use auth::Auth;
+pub(crate) use backup::{Backup, Restore};
 pub(crate) use dcs::{Dcs, DcsKind};
 pub use env::Env;
 pub(crate) use error::ConfigError;
@@ -40,6 +42,8 @@ pub struct System<'a> {
     /// (`configure`) it points under `postgres_root`.
     pub unpacks: bool,
     pub memory: MemoryProbe,
+    /// The cores the pod may use (backup parallelism).
+    pub cpus: usize,
     pub host: &'a dyn HostFacts,
 }
 
@@ -49,6 +53,7 @@ impl Default for System<'_> {
             postgres_root: spilo_layout::POSTGRES_ROOT.into(),
             unpacks: false,
             memory: MemoryProbe::default(),
+            cpus: std::thread::available_parallelism().map_or(1, usize::from),
             host: &ThisHost,
         }
     }
@@ -69,6 +74,10 @@ pub struct Config {
     /// SPILO_CONFIGURATION, merged over the generated Patroni config.
     pub(crate) user: Map<String, Value>,
     pub(crate) pgbouncer: Option<Pgbouncer>,
+    /// WAL archiving and backups, when a store is configured.
+    pub(crate) backup: Option<Backup>,
+    /// The bootstrap restores this repository instead of running initdb.
+    pub(crate) restore: Option<Restore>,
     /// Values of secret variables, never printed.
     pub(crate) secrets: Vec<String>,
     /// One line each, for the operator's eyes.
@@ -117,7 +126,24 @@ impl Config {
             ));
         }
         let pgbouncer = Pgbouncer::from_vars(&vars)?;
-        let backup_variables = extras::backup_variables(env);
+        let namespace = kubernetes
+            .as_ref()
+            .filter(|_| dcs.kind == DcsKind::Kubernetes)
+            .map(|k| k.namespace.as_str());
+        let backup = Backup::from_env(env, &identity.scope, namespace, system.cpus)?;
+        // A restore is a bootstrap: a data directory that holds a cluster
+        // (a restart, a replica) neither needs nor checks its source.
+        let restore = if paths.pgdata.join("PG_VERSION").exists() {
+            None
+        } else {
+            Restore::from_env(env)?
+        };
+        if backup.as_ref().is_some_and(Backup::guesses_region) {
+            warnings.push(
+                "AWS_REGION is not set: the bucket is taken to be in us-east-1 (set AWS_REGION for any other)".to_owned(),
+            );
+        }
+        let unsupported = extras::unsupported_variables(env);
 
         if env::set(&vars.spilo_configuration).is_some()
             && env::set(&vars.patroni_configuration).is_some()
@@ -147,10 +173,10 @@ impl Config {
                 ));
             }
         }
-        if !backup_variables.is_empty() {
+        if !unsupported.is_empty() {
             warnings.push(format!(
-                "backups, clones and standby clusters are not supported yet ({} set): WAL archiving is off (archive_command /bin/true)",
-                backup_variables.join(", ")
+                "not supported yet, ignored: {}",
+                unsupported.join(", ")
             ));
         }
 
@@ -172,6 +198,8 @@ impl Config {
             initdb_locale,
             user,
             pgbouncer,
+            backup,
+            restore,
             secrets,
             warnings,
         })

@@ -130,6 +130,34 @@ impl Paths {
         self.pgbouncer_dir().join("pgbouncer.ini")
     }
 
+    /// pgBackRest's files: its configuration, spool, locks and logs.
+    pub(crate) fn pgbackrest_dir(&self) -> PathBuf {
+        self.rw_dir.join("pgbackrest")
+    }
+
+    pub(crate) fn pgbackrest_config(&self) -> PathBuf {
+        self.pgbackrest_dir().join("pgbackrest.conf")
+    }
+
+    /// Asynchronous archive-push's queue and error files.
+    pub(crate) fn pgbackrest_spool(&self) -> PathBuf {
+        self.pgbackrest_dir().join("spool")
+    }
+
+    pub(crate) fn pgbackrest_lock(&self) -> PathBuf {
+        self.pgbackrest_dir().join("lock")
+    }
+
+    /// The repository a restore reads (CLONE_*), apart from our own.
+    pub(crate) fn pgbackrest_restore_config(&self) -> PathBuf {
+        self.pgbackrest_dir().join("restore.conf")
+    }
+
+    /// What the backup commands need (`backup::Spec`).
+    pub(crate) fn backup_spec(&self) -> PathBuf {
+        self.rw_dir.join("backup.json")
+    }
+
     /// What Patroni's hooks need (`init::hooks::Spec`), 0600.
     pub(crate) fn hooks_spec(&self) -> PathBuf {
         self.rw_dir.join("hooks.json")

@@ -3,11 +3,12 @@
 //! one place that knows what the children are.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use nix::sys::signal::Signal;
 
+use crate::config::backup::WEB_IDENTITY;
 use crate::config::dcs::EMBEDDED_ETCD;
 use crate::config::{Config, DcsKind, Env};
 
@@ -47,13 +48,15 @@ pub(crate) fn patroni(specs: &[ChildSpec]) -> Option<&ChildSpec> {
 const PATRONI: &str = "patroni";
 
 /// The child specs in start order. `extra_env` is added to every child
-/// (nss_wrapper, a packed major's libraries).
+/// (nss_wrapper, a packed major's libraries); `spilo` is this program,
+/// which schedules the backups.
 pub(crate) fn specs(
     config: &Config,
     env: &Env,
     account: &Account,
     programs: &Programs,
     extra_env: &[(String, String)],
+    spilo: &Path,
 ) -> Vec<ChildSpec> {
     let mut base = vec![
         (
@@ -68,6 +71,9 @@ pub(crate) fn specs(
         PASSED
             .iter()
             .chain(&KUBERNETES_API)
+            // pgBackRest reads a web identity from its environment:
+            // Patroni's, which PostgreSQL's archive_command inherits.
+            .chain(&WEB_IDENTITY)
             .filter_map(|name| Some((name.to_string(), env.get(name)?.to_owned()))),
     );
     base.extend(extra_env.iter().cloned());
@@ -139,8 +145,23 @@ pub(crate) fn specs(
         pgbouncer.stop_signal = Signal::SIGINT;
         specs.push(pgbouncer);
     }
+    if config.backup.is_some() {
+        let spec = config.paths.backup_spec().display().to_string();
+        let args = ["backup", "schedule", "--spec", &spec].map(str::to_owned);
+        let mut scheduler = child(BACKUP, &spilo.to_path_buf(), args.to_vec(), 0);
+        // Backups failing must never stop the database: restarted for as
+        // long as it takes.
+        scheduler.restart = Restart {
+            limit: u32::MAX,
+            max_delay: Duration::from_secs(300),
+            ..RESTART
+        };
+        specs.push(scheduler);
+    }
     specs
 }
+
+const BACKUP: &str = "backup";
 
 #[cfg(test)]
 mod tests {
@@ -191,7 +212,14 @@ mod tests {
     fn embedded_etcd_first_then_patroni_with_a_clean_environment() {
         let (config, env, _root) = config(&[]);
         let nss = [("LD_PRELOAD".to_owned(), "libnss_wrapper.so".to_owned())];
-        let specs = specs(&config, &env, &postgres(), &programs(), &nss);
+        let specs = specs(
+            &config,
+            &env,
+            &postgres(),
+            &programs(),
+            &nss,
+            Path::new("/usr/local/bin/spilo"),
+        );
         let names: Vec<&str> = specs.iter().map(|s| s.name.as_str()).collect();
         assert_eq!(names, ["etcd", "patroni"]);
         let (etcd, patroni) = (&specs[0], &specs[1]);
@@ -219,7 +247,14 @@ mod tests {
                 "[pgbouncer]\nlisten_port = 6432\n",
             ),
         ]);
-        let specs = specs(&config, &env, &postgres(), &programs(), &[]);
+        let specs = specs(
+            &config,
+            &env,
+            &postgres(),
+            &programs(),
+            &[],
+            Path::new("/usr/local/bin/spilo"),
+        );
         let names: Vec<&str> = specs.iter().map(|s| s.name.as_str()).collect();
         assert_eq!(names, ["patroni", "pgbouncer"]);
         assert_eq!(specs[1].args, ["/run/pgbouncer/pgbouncer.ini"]);
@@ -244,7 +279,14 @@ mod tests {
             ("DCS_ENABLE_KUBERNETES_API", "true"),
         ]);
         assert_eq!(config.dcs.kind, DcsKind::Kubernetes);
-        let specs = specs(&config, &env, &postgres(), &programs(), &[]);
+        let specs = specs(
+            &config,
+            &env,
+            &postgres(),
+            &programs(),
+            &[],
+            Path::new("/usr/local/bin/spilo"),
+        );
         let names: Vec<&str> = specs.iter().map(|s| s.name.as_str()).collect();
         assert_eq!(names, ["patroni"]);
         let env = &specs[0].env;

@@ -25,6 +25,7 @@ use std::time::{Duration, Instant};
 
 use tracing::{info, warn};
 
+use crate::backup;
 use crate::config::{Config, ConfigError, DcsKind, Env, Paths, System};
 use crate::files::{self, IoError};
 use crate::render::patroni::{self, Additions};
@@ -58,8 +59,8 @@ pub enum InitError {
     Major(#[from] majors::MajorError),
     #[error(transparent)]
     Render(#[from] RenderError),
-    #[error("hook spec: {0}")]
-    HookSpec(#[from] serde_json::Error),
+    #[error("hook or backup spec: {0}")]
+    Spec(#[from] serde_json::Error),
     #[error(transparent)]
     Ahead(#[from] initdb_ahead::AheadError),
     #[error("supervisor: {0}")]
@@ -94,9 +95,22 @@ pub fn run(env: &Env, options: &Options) -> Result<u8, InitError> {
     let nss_env = nss(&config, &account, options)?;
     warn_small_shm(&config);
     let library_env = majors::prepare(&config, &options.postgres_root)?;
-    let plan = plan(&config, checked, start.ahead, &options.hook_program)?;
+    let plan = plan(
+        &config,
+        &account,
+        checked,
+        start.ahead,
+        &options.hook_program,
+    )?;
     let child_env: Vec<(String, String)> = nss_env.into_iter().chain(library_env).collect();
-    let specs = children::specs(&config, env, &account, &options.programs, &child_env);
+    let specs = children::specs(
+        &config,
+        env,
+        &account,
+        &options.programs,
+        &child_env,
+        &options.hook_program,
+    );
     write(&config, &account, &plan.outputs)?;
     if let (Some(ahead), Some(patroni)) = (&plan.ahead, children::patroni(&specs)) {
         // Before the supervisor, so that initdb overlaps etcd's and
@@ -140,7 +154,12 @@ struct Input {
     checked: Vec<render::Output>,
 }
 
-const CHECKED: [Section; 3] = [Section::Certificate, Section::PamOauth2, Section::Pgbouncer];
+const CHECKED: [Section; 4] = [
+    Section::Certificate,
+    Section::PamOauth2,
+    Section::Pgbouncer,
+    Section::Backup,
+];
 
 fn check_input(env: &Env, options: &Options) -> Result<Input, InitError> {
     let system = System {
@@ -214,9 +233,11 @@ struct Plan {
 }
 
 /// What `configure` writes, with the hook commands and, when initdb runs
-/// ahead, the shim in Patroni's configuration; plus the hooks' spec.
+/// ahead, the shim in Patroni's configuration; plus the hooks' spec and
+/// the backup commands'.
 fn plan(
     config: &Config,
+    account: &Account,
     checked: Vec<render::Output>,
     candidate: Option<initdb_ahead::Candidate>,
     hook_program: &Path,
@@ -238,6 +259,17 @@ fn plan(
     let mut outputs: Vec<render::Output> = render::patroni_files(config, tree)?.into();
     outputs.extend(checked);
     outputs.push(hooks.spec);
+    let owner = account
+        .switch_to()
+        .map(|(uid, gid)| (uid.as_raw(), gid.as_raw()));
+    if let Some(spec) = backup::Spec::for_config(config, owner) {
+        outputs.push(render::Output::File {
+            path: config.paths.backup_spec(),
+            contents: serde_json::to_vec_pretty(&spec)?,
+            mode: 0o644,
+            redacted: None,
+        });
+    }
     Ok(Plan { outputs, ahead })
 }
 

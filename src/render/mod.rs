@@ -5,6 +5,7 @@
 
 pub mod certificate;
 pub(crate) mod patroni;
+pub(crate) mod pgbackrest;
 pub(crate) mod templates;
 pub(crate) mod yaml;
 
@@ -56,17 +57,20 @@ pub enum Section {
     Certificate,
     PamOauth2,
     Pgbouncer,
+    /// pgBackRest's configuration.
+    Backup,
     All,
 }
 
 impl Section {
     /// The sections to run for a command line's list (empty = all).
     pub(crate) fn expand(requested: &[Section]) -> Vec<Section> {
-        const EACH: [Section; 4] = [
+        const EACH: [Section; 5] = [
             Section::Patroni,
             Section::Certificate,
             Section::PamOauth2,
             Section::Pgbouncer,
+            Section::Backup,
         ];
         if requested.is_empty() || requested.contains(&Section::All) {
             return EACH.to_vec();
@@ -105,6 +109,7 @@ pub fn plan(config: &Config, sections: &[Section]) -> Result<Vec<Output>, Render
             Section::Certificate => certificate_files(config, &mut out)?,
             Section::PamOauth2 => pam_files(config, &mut out)?,
             Section::Pgbouncer => pgbouncer_files(config, &mut out)?,
+            Section::Backup => out.extend(pgbackrest::files(config)),
             Section::All => {}
         }
     }
@@ -285,6 +290,19 @@ fn redact_text(text: &str, secrets: &[String]) -> String {
     shown
 }
 
+/// Quoting for a command line that Patroni splits with shlex or that
+/// PostgreSQL hands to /bin/sh.
+pub(crate) fn shell_quote(s: &str) -> String {
+    if !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"/._-+=:,@".contains(&b))
+    {
+        s.to_owned()
+    } else {
+        format!("'{}'", s.replace('\'', "'\\''"))
+    }
+}
+
 /// The path an output goes to.
 pub(crate) fn path_of(output: &Output) -> &Path {
     match output {
@@ -391,9 +409,16 @@ mod tests {
     }
 
     #[test]
+    fn shell_quoting() {
+        assert_eq!(shell_quote("/usr/bin/spilo"), "/usr/bin/spilo");
+        assert_eq!(shell_quote("/my dir/spilo"), "'/my dir/spilo'");
+        assert_eq!(shell_quote("it's"), "'it'\\''s'");
+    }
+
+    #[test]
     fn sections_expand() {
-        assert_eq!(Section::expand(&[]).len(), 4);
-        assert_eq!(Section::expand(&[Section::All, Section::Patroni]).len(), 4);
+        assert_eq!(Section::expand(&[]).len(), 5);
+        assert_eq!(Section::expand(&[Section::All, Section::Patroni]).len(), 5);
         assert_eq!(
             Section::expand(&[Section::Pgbouncer, Section::Patroni]),
             [Section::Patroni, Section::Pgbouncer]

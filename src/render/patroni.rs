@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{Map, Value, json};
 
-use super::RenderError;
+use super::{RenderError, pgbackrest};
 use crate::config::{Config, merge};
 
 /// What `init` adds to Patroni's configuration, beneath the user's (so
@@ -107,6 +107,10 @@ fn template(config: &Config) -> Result<Map<String, Value>, RenderError> {
         "replication": credentials(&config.auth.replication),
         "preload_libraries": config.version.preload_libraries(),
         "pg_hba": config.auth.default_hba(),
+        "archive_command": pgbackrest::archive_command(config).unwrap_or_else(|| "/bin/true".to_owned()),
+        "restore_command": pgbackrest::restore_command(config),
+        "restore_method_name": pgbackrest::RESTORE_METHOD,
+        "restore": config.restore.as_ref().map(|r| pgbackrest::restore_method(config, r)),
     });
     let text = super::templates::render("patroni.yml.j2", context)?;
     match serde_yaml_ng::from_str::<Value>(&text) {

@@ -281,6 +281,20 @@ impl Container {
         self.api_over("http", path)
     }
 
+    /// Whether Patroni (over http or https) reports this member as the
+    /// running leader of its cluster.
+    fn leads(&self) -> bool {
+        ["http", "https"].iter().any(|scheme| {
+            self.api_over(scheme, "/cluster").is_some_and(|cluster| {
+                cluster["members"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .any(|m| m["role"] == "leader" && m["state"] == "running")
+            })
+        })
+    }
+
     /// The same over `scheme` (https: the certificate is not checked).
     pub fn api_over(&self, scheme: &str, path: &str) -> Option<Value> {
         let script = format!(
@@ -343,12 +357,15 @@ impl Container {
         );
     }
 
-    /// Waits until PostgreSQL answers as the superuser over TCP with SSL.
+    /// Waits until PostgreSQL answers as the superuser over TCP with SSL
+    /// and Patroni's bootstrap is over: the member holds the leader key
+    /// and runs. PostgreSQL answers earlier, during the bootstrap, which
+    /// may still restart or remove it.
     pub fn wait_ready(&self, limit: Duration) {
         let started = Instant::now();
         loop {
             match self.sql("SELECT 1") {
-                Ok(one) if one == "1" => return,
+                Ok(one) if one == "1" && self.leads() => return,
                 result => {
                     if started.elapsed() > limit || !self.running() {
                         panic!(

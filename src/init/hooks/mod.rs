@@ -20,8 +20,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::Config;
 use crate::files::IoError;
-use crate::render::Output;
 use crate::render::patroni::HookCommands;
+use crate::render::{Output, shell_quote};
 
 use super::pod_labels;
 use facts::Facts;
@@ -213,18 +213,6 @@ pub fn summary(spec: &Spec) -> String {
     )
 }
 
-/// Quoting for Patroni, which splits commands with shlex.
-fn shell_quote(s: &str) -> String {
-    if !s.is_empty()
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"/._-+=:,@".contains(&b))
-    {
-        s.to_owned()
-    } else {
-        format!("'{}'", s.replace('\'', "'\\''"))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -241,12 +229,6 @@ mod tests {
             human_role: "zalandos".into(),
             pod_labels: None,
         }
-    }
-
-    #[test]
-    fn quoting() {
-        assert_eq!(shell_quote("/usr/bin/spilo"), "/usr/bin/spilo");
-        assert_eq!(shell_quote("/my dir/spilo"), "'/my dir/spilo'");
     }
 
     #[test]

@@ -1,0 +1,52 @@
+//! What the backup commands need, written by `init` next to the Patroni
+//! configuration. It holds no secret: those are in pgBackRest's own file.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Spec {
+    /// The pgbackrest executable.
+    pub pgbackrest: PathBuf,
+    /// Its configuration file, rendered by `configure`.
+    pub config: PathBuf,
+    /// The cluster's stanza (its SCOPE).
+    pub stanza: String,
+    /// BACKUP_SCHEDULE: five cron fields, in UTC.
+    pub schedule: String,
+    /// The major's psql, to ask the server whether it is the primary.
+    pub psql: PathBuf,
+    pub socket_dir: PathBuf,
+    pub port: u16,
+    pub superuser: String,
+    /// pgBackRest's spool directory: asynchronous archive-push leaves its
+    /// errors there (`archive/<stanza>/out/*.error`).
+    pub spool: PathBuf,
+    /// uid and gid that pgbackrest runs as when a command is started as
+    /// root (`docker exec`): files it makes stay PostgreSQL's.
+    pub owner: Option<(u32, u32)>,
+}
+
+impl Spec {
+    /// The spec of a configuration with backups; `owner` is who the
+    /// children run as.
+    pub(crate) fn for_config(
+        config: &crate::config::Config,
+        owner: Option<(u32, u32)>,
+    ) -> Option<Self> {
+        let backup = config.backup.as_ref()?;
+        Some(Spec {
+            pgbackrest: crate::render::pgbackrest::PROGRAM.into(),
+            config: config.paths.pgbackrest_config(),
+            stanza: backup.stanza.clone(),
+            schedule: backup.schedule.clone(),
+            psql: config.version.bin_dir.join("psql"),
+            socket_dir: config.paths.socket_dir(),
+            port: config.identity.pg_port,
+            superuser: config.auth.superuser.username.clone(),
+            spool: config.paths.pgbackrest_spool(),
+            owner,
+        })
+    }
+}
