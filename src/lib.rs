@@ -5,6 +5,7 @@
 //! command that chains the three.
 
 pub mod backup;
+pub mod clone;
 pub mod config;
 pub mod configure;
 pub(crate) mod files;

@@ -5,6 +5,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 
 use spilo::backup;
+use spilo::clone;
 use spilo::config::Env;
 use spilo::configure;
 use spilo::init::{self, children::Programs, hooks, initdb_ahead, logging};
@@ -78,6 +79,22 @@ enum Command {
     /// Runs initdb ahead of Patroni (started by `init`).
     #[command(hide = true)]
     InitdbAhead { dir: PathBuf },
+    /// Patroni's bootstrap of a clone by base backup (rendered from
+    /// CLONE_METHOD=CLONE_WITH_BASEBACKUP).
+    #[command(hide = true)]
+    CloneBasebackup {
+        #[arg(long)]
+        major: u32,
+        #[arg(long)]
+        bin_dir: PathBuf,
+        #[arg(long)]
+        pgdata: PathBuf,
+        #[arg(long)]
+        waldir: Option<PathBuf>,
+        /// The source's connection string.
+        #[arg(long)]
+        source: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -204,6 +221,28 @@ fn main() -> ExitCode {
             }
         },
         Command::InitdbAhead { dir } => initdb_ahead::run(&dir),
+        Command::CloneBasebackup {
+            major,
+            bin_dir,
+            pgdata,
+            waldir,
+            source,
+        } => {
+            let clone = clone::Basebackup {
+                major,
+                bin_dir,
+                pgdata,
+                waldir,
+                source,
+            };
+            match clone::run(&clone) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("spilo clone-basebackup: error: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Backup { backup: command } => {
             let spec_or_default =
                 |spec: Option<PathBuf>| spec.unwrap_or_else(backup::default_spec_path);

@@ -128,7 +128,16 @@ fn operator_fixtures_pass_patroni_validation() {
         ("CLONE_WAL_S3_BUCKET", "old-wal-bucket"),
         ("CLONE_TARGET_TIME", "2026-12-01 10:00:00+00"),
     ]));
-    for (name, fixture) in fixtures.into_iter().chain([restore]) {
+    // And a clone's by base backup, on the first fixture.
+    let mut clone = fixtures[0].clone();
+    clone.0 = format!("{} cloning", clone.0);
+    clone.1.extend(vars(&[
+        ("CLONE_METHOD", "CLONE_WITH_BASEBACKUP"),
+        ("CLONE_HOST", "acid-old.default"),
+        ("CLONE_USER", "standby"),
+        ("CLONE_PASSWORD", "s3cret"),
+    ]));
+    for (name, fixture) in fixtures.into_iter().chain([restore, clone]) {
         let sandbox = Sandbox::with_host_binaries();
         let out = sandbox.run(&fixture, &[]);
         assert!(out.status.success(), "{name}: {}", stderr(&out));
@@ -144,10 +153,16 @@ fn operator_fixtures_pass_patroni_validation() {
             stderr(&validate)
         );
         let method = get(&sandbox.patroni_config(), "bootstrap.method").clone();
-        let restoring = name.ends_with("restoring");
+        let expected = if name.ends_with("restoring") {
+            "pgbackrest_restore"
+        } else if name.ends_with("cloning") {
+            "clone_with_basebackup"
+        } else {
+            "initdb"
+        };
         assert_eq!(
-            method == "pgbackrest_restore",
-            restoring,
+            method.as_str().unwrap_or("initdb"),
+            expected,
             "{name}: {method}"
         );
     }
@@ -898,6 +913,31 @@ const CATALOGUE: &[Bad] = &[
             ("CLONE_TARGET_TIME", "yesterday"),
         ],
         "CLONE_TARGET_TIME=yesterday: expected a timestamp with time zone",
+    ),
+    bad(
+        &[
+            ("CLONE_METHOD", "CLONE_WITH_BASEBACKUP"),
+            ("CLONE_USER", "standby"),
+        ],
+        "CLONE_HOST: CLONE_METHOD=CLONE_WITH_BASEBACKUP needs the source cluster's host",
+    ),
+    bad(
+        &[
+            ("STANDBY_METHOD", "STANDBY_WITH_WALE"),
+            ("STANDBY_WALE_S3_PREFIX", "s3://b/spilo/s/wal/15"),
+        ],
+        "STANDBY_METHOD: a standby cluster fed from an archive is not supported yet",
+    ),
+    bad(
+        &[
+            ("STANDBY_HOST", "acid-source"),
+            ("CLONE_METHOD", "CLONE_WITH_BASEBACKUP"),
+        ],
+        "STANDBY_HOST: a standby cluster follows its source and cannot also be a clone",
+    ),
+    bad(
+        &[("CLONE_METHOD", "CLONE_WITH_MAGIC")],
+        "CLONE_METHOD=CLONE_WITH_MAGIC: expected CLONE_WITH_BASEBACKUP or CLONE_WITH_WALE",
     ),
     Bad {
         vars: &[],

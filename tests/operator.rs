@@ -11,6 +11,7 @@
 
 mod common;
 mod image_support;
+mod tls_support;
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
@@ -18,10 +19,10 @@ use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, KeyUsagePurpose};
 use serde_json::{Value, json};
 
 use image_support::{Container, Network, READY, image, serial, wait_for};
+use tls_support::{Pem, ip_name, server_certificate};
 
 /// The operator's pod environment, with etcd as the DCS.
 const FIXTURE: &str = "pod-etcd.env";
@@ -214,7 +215,11 @@ impl Cluster {
                 .duration_since(UNIX_EPOCH)
                 .map_or(0, |d| d.as_nanos())
         );
-        let (ca, cert, key) = api_server_certificate(&api_ip);
+        let Pem { ca, cert, key } = server_certificate(
+            "operator test cluster CA",
+            "kube-apiserver",
+            vec![ip_name(&api_ip)],
+        );
         let account = files.path().join("serviceaccount");
         write_readable(&account.join("token"), &token);
         write_readable(&account.join("ca.crt"), &ca);
@@ -490,33 +495,6 @@ impl Cluster {
             },
         );
     }
-}
-
-/// A CA and, signed by it, the API server's certificate for `ip`, as PEM:
-/// (ca.crt, tls.crt, tls.key).
-fn api_server_certificate(ip: &str) -> (String, String, String) {
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("CA parameters");
-    ca_params
-        .distinguished_name
-        .push(DnType::CommonName, "operator test cluster CA");
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params.key_usages = vec![
-        KeyUsagePurpose::KeyCertSign,
-        KeyUsagePurpose::CrlSign,
-        KeyUsagePurpose::DigitalSignature,
-    ];
-    let ca_key = KeyPair::generate().expect("CA key");
-    let ca = ca_params.self_signed(&ca_key).expect("CA certificate");
-    // An IP address becomes an IP subject alternative name.
-    let mut params = CertificateParams::new(vec![ip.to_owned()]).expect("server parameters");
-    params
-        .distinguished_name
-        .push(DnType::CommonName, "kube-apiserver");
-    let key = KeyPair::generate().expect("server key");
-    let cert = params
-        .signed_by(&key, &ca, &ca_key)
-        .expect("server certificate");
-    (ca.pem(), cert.pem(), key.serialize_pem())
 }
 
 fn readable(dir: &Path) {

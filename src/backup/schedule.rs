@@ -59,7 +59,9 @@ trait World {
     /// Runs pgbackrest with `args`, its output on ours.
     fn run(&mut self, args: &[&str]) -> Result<Ran, BackupError>;
     fn info(&mut self) -> Result<Vec<u8>, BackupError>;
-    fn push_error(&self) -> Option<String>;
+    /// pgBackRest's reason for the last failed push, written since the
+    /// unix second `not_before`.
+    fn push_error(&self, not_before: i64) -> Option<String>;
     fn say(&mut self, line: String);
     /// Waits `timeout`; true when told to stop.
     fn pause(&mut self, timeout: Duration) -> Result<bool, BackupError>;
@@ -180,9 +182,10 @@ impl<'a> Scheduler<'a> {
             return Ok(Flow::Continue);
         }
         self.replica_said = false;
+        let now = world.wall();
         if let Some(line) = self
             .archiving
-            .observe(&status.archiver, || world.push_error())
+            .observe(&status.archiver, now, |since| world.push_error(since))
         {
             world.say(line);
         }
@@ -250,10 +253,20 @@ impl<'a> Scheduler<'a> {
         self.prepare_retry = Some(retry);
         // [028]: the repository holds a stanza of another cluster (a new
         // cluster under an old SCOPE): retrying alone never mends it.
-        let hint = if error.to_string().contains("[028]") {
-            "; the repository holds another cluster's stanza: give this cluster its own WAL_BUCKET_SCOPE_SUFFIX, or remove the old stanza (pgbackrest stanza-delete); WAL is kept in pg_wal until then"
+        let message = error.to_string();
+        let hint = if message.contains("[028]") {
+            "; the repository holds another cluster's stanza: give this cluster its own WAL_BUCKET_SCOPE_SUFFIX, or remove the old stanza (pgbackrest stanza-delete); WAL is kept in pg_wal until then".to_owned()
+        } else if message.contains("[050]") {
+            // The lock is the archive's: the asynchronous push is still
+            // trying the repository, and its failure is the real one.
+            let push = world
+                .push_error(world.wall() - LAST_RETRY.as_secs() as i64)
+                .unwrap_or_else(|| "no failure recorded yet".to_owned());
+            format!(
+                "; the asynchronous archive-push holds the lock, still trying the repository (its last failure: {push})"
+            )
         } else {
-            ""
+            String::new()
         };
         world.say(format!(
             "{name} failed: {error}{hint}; retrying in {}",
@@ -415,8 +428,8 @@ impl World for Real<'_> {
         Pgbackrest::new(self.spec).output(INFO)
     }
 
-    fn push_error(&self) -> Option<String> {
-        archiving::push_error(&self.spec.spool, &self.spec.stanza)
+    fn push_error(&self, not_before: i64) -> Option<String> {
+        archiving::push_error(&self.spec.spool, &self.spec.stanza, not_before)
     }
 
     fn say(&mut self, line: String) {
@@ -542,7 +555,7 @@ mod tests {
             Ok(self.info.clone())
         }
 
-        fn push_error(&self) -> Option<String> {
+        fn push_error(&self, _: i64) -> Option<String> {
             Some("[104] permission denied".into())
         }
 
@@ -627,6 +640,25 @@ mod tests {
         assert_eq!(
             said,
             strings(&["stanza demo is ready: stanza-create and check passed"])
+        );
+    }
+
+    #[test]
+    fn a_lock_held_by_the_archive_push_names_the_push_failure() {
+        let spec = spec();
+        let mut world = Fake::new(Some(false), INFO_WITH_BACKUPS);
+        world.results = VecDeque::from([Err(
+            "ERROR: [050]: unable to acquire lock on file '/run/spilo/pgbackrest/lock/demo-archive.lock'",
+        )]);
+        let mut scheduler = scheduler(&spec, &world);
+        scheduler.tick(&mut world).unwrap();
+        let said = world.take().1;
+        assert!(
+            said[0].ends_with(
+                "; the asynchronous archive-push holds the lock, still trying the repository \
+                 (its last failure: [104] permission denied); retrying in 30s"
+            ),
+            "{said:?}"
         );
     }
 
@@ -811,11 +843,14 @@ mod tests {
         world.archiver.last_failed_wal = "W2".into();
         world.archiver.last_failed_time = "2026-12-02 00:59:40".into();
         scheduler.tick(&mut world).unwrap();
-        assert_eq!(
-            world.take().1,
-            strings(&[
-                "warning: WAL archiving failed: W2 at 2026-12-02 00:59:40 UTC: [104] permission denied"
-            ])
+        let said = world.take().1;
+        assert_eq!(said.len(), 1, "{said:?}");
+        assert!(
+            said[0].starts_with("warning: WAL archiving fails since 2026-12-0")
+                && said[0].ends_with(
+                    ": W2 at 2026-12-02 00:59:40 UTC (PostgreSQL retries it; WAL stays in pg_wal): [104] permission denied"
+                ),
+            "{said:?}"
         );
         world.archiver.last_archived_wal = "W2".into();
         scheduler.tick(&mut world).unwrap();

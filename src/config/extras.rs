@@ -43,17 +43,19 @@ impl Pgbouncer {
     }
 }
 
-/// Variables that are set but not acted on yet: standby clusters, clones
-/// other than a restore from a repository, backups from a replica, and
-/// WAL-E's and WAL-G's store prefixes (the stores are named by their
-/// bucket variables).
+/// Variables that are set but not acted on yet: CLONE_ variables without
+/// a clone method, backups from a replica, and WAL-E's and WAL-G's store
+/// prefixes (the stores are named by their bucket variables). STANDBY_*
+/// is acted on or refused (`standby`).
 pub(crate) fn unsupported_variables(env: &Env) -> Vec<String> {
-    let restores = env.get("CLONE_METHOD") == Some("CLONE_WITH_WALE");
+    let restores = matches!(
+        env.get("CLONE_METHOD"),
+        Some("CLONE_WITH_WALE" | "CLONE_WITH_BASEBACKUP")
+    );
     env.iter()
         .filter(|(name, value)| {
             !value.is_empty()
-                && (name.starts_with("STANDBY_")
-                    || (name.starts_with("CLONE_") && !restores)
+                && ((name.starts_with("CLONE_") && !restores)
                     || matches!(
                         *name,
                         "WALG_BACKUP_FROM_REPLICA"
@@ -118,9 +120,14 @@ mod tests {
         ]);
         assert_eq!(
             unsupported_variables(&env),
-            ["CLONE_SCOPE", "STANDBY_HOST", "WALG_S3_PREFIX"]
+            ["CLONE_SCOPE", "WALG_S3_PREFIX"]
         );
         let env = Env::from_pairs([("CLONE_METHOD", "CLONE_WITH_WALE"), ("CLONE_SCOPE", "c")]);
+        assert!(unsupported_variables(&env).is_empty());
+        let env = Env::from_pairs([
+            ("CLONE_METHOD", "CLONE_WITH_BASEBACKUP"),
+            ("CLONE_HOST", "h"),
+        ]);
         assert!(unsupported_variables(&env).is_empty());
     }
 }

@@ -3,6 +3,7 @@
 
 pub(crate) mod auth;
 pub(crate) mod backup;
+pub(crate) mod clone;
 pub(crate) mod dcs;
 pub(crate) mod env;
 pub(crate) mod error;
@@ -13,6 +14,7 @@ pub(crate) mod memory;
 pub(crate) mod merge;
 pub(crate) mod paths;
 pub(crate) mod ssl;
+pub(crate) mod standby;
 pub(crate) mod timeouts;
 pub(crate) mod version;
 
@@ -22,6 +24,7 @@ use serde_json::{Map, Value};
 
 pub(crate) use auth::Auth;
 pub(crate) use backup::{Backup, Restore};
+pub(crate) use clone::BasebackupClone;
 pub(crate) use dcs::{Dcs, DcsKind};
 pub use env::Env;
 pub(crate) use error::ConfigError;
@@ -31,6 +34,7 @@ pub(crate) use kubernetes::Kubernetes;
 pub(crate) use memory::{MemoryProbe, Sizing};
 pub(crate) use paths::Paths;
 pub(crate) use ssl::Ssl;
+pub(crate) use standby::Standby;
 pub(crate) use version::Version;
 
 /// Where the facts about the machine come from; tests point these at
@@ -45,6 +49,8 @@ pub struct System<'a> {
     /// The cores the pod may use (backup parallelism).
     pub cpus: usize,
     pub host: &'a dyn HostFacts,
+    /// This program, which Patroni's bootstrap of a clone calls back.
+    pub program: PathBuf,
 }
 
 impl Default for System<'_> {
@@ -55,6 +61,7 @@ impl Default for System<'_> {
             memory: MemoryProbe::default(),
             cpus: std::thread::available_parallelism().map_or(1, usize::from),
             host: &ThisHost,
+            program: std::env::current_exe().unwrap_or_else(|_| "spilo".into()),
         }
     }
 }
@@ -78,6 +85,12 @@ pub struct Config {
     pub(crate) backup: Option<Backup>,
     /// The bootstrap restores this repository instead of running initdb.
     pub(crate) restore: Option<Restore>,
+    /// The bootstrap copies this running cluster instead of running initdb.
+    pub(crate) basebackup_clone: Option<BasebackupClone>,
+    /// A standby cluster: Patroni's `bootstrap.dcs.standby_cluster`.
+    pub(crate) standby: Option<Standby>,
+    /// This program (`System::program`).
+    pub(crate) program: PathBuf,
     /// Values of secret variables, never printed.
     pub(crate) secrets: Vec<String>,
     /// One line each, for the operator's eyes.
@@ -131,12 +144,19 @@ impl Config {
             .filter(|_| dcs.kind == DcsKind::Kubernetes)
             .map(|k| k.namespace.as_str());
         let backup = Backup::from_env(env, &identity.scope, namespace, system.cpus)?;
+        let standby = Standby::from_env(env)?;
+        if standby.is_some() && env.get("CLONE_METHOD").is_some() {
+            return Err(ConfigError::inconsistent(
+                "STANDBY_HOST",
+                "a standby cluster follows its source and cannot also be a clone (CLONE_METHOD)",
+            ));
+        }
         // A restore is a bootstrap: a data directory that holds a cluster
         // (a restart, a replica) neither needs nor checks its source.
-        let restore = if paths.pgdata.join("PG_VERSION").exists() {
-            None
+        let (restore, basebackup_clone) = if paths.pgdata.join("PG_VERSION").exists() {
+            (None, None)
         } else {
-            Restore::from_env(env)?
+            (Restore::from_env(env)?, BasebackupClone::from_env(env)?)
         };
         if backup.as_ref().is_some_and(Backup::guesses_region) {
             warnings.push(
@@ -200,6 +220,9 @@ impl Config {
             pgbouncer,
             backup,
             restore,
+            basebackup_clone,
+            standby,
+            program: system.program.clone(),
             secrets,
             warnings,
         })

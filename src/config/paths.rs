@@ -118,6 +118,11 @@ impl Paths {
         self.socket_dir().join("pgpass")
     }
 
+    /// CLONE_PASSWORD, for the clone's pg_basebackup.
+    pub(crate) fn clone_pgpass(&self) -> PathBuf {
+        self.socket_dir().join("clone.pgpass")
+    }
+
     pub(crate) fn certs_dir(&self) -> PathBuf {
         self.rw_dir.join("certs")
     }

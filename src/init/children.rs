@@ -170,7 +170,13 @@ mod tests {
     use super::*;
     use crate::config::System;
 
-    fn config(vars: &[(&str, &str)]) -> (Config, Env, tempfile::TempDir) {
+    /// The children planned for `vars` over a pod's least environment,
+    /// for the postgres account, with `nss` added to Patroni's environment:
+    /// the model too, and each child's name.
+    fn children(
+        vars: &[(&str, &str)],
+        nss: &[(String, String)],
+    ) -> (Config, Vec<ChildSpec>, Vec<String>) {
         let root = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(root.path().join("15/bin")).unwrap();
         let mut pairs = vec![
@@ -187,40 +193,29 @@ mod tests {
             postgres_root: root.path().to_owned(),
             ..System::default()
         };
-        (Config::build(&env, &system).unwrap(), env, root)
-    }
-
-    fn programs() -> Programs {
-        Programs {
+        let config = Config::build(&env, &system).unwrap();
+        let programs = Programs {
             patroni: "/usr/bin/patroni".into(),
             etcd: "/usr/bin/etcd".into(),
             pgbouncer: "/usr/bin/pgbouncer".into(),
-        }
-    }
-
-    fn postgres() -> Account {
-        Account {
+        };
+        let postgres = Account {
             uid: Uid::from_raw(101),
             gid: Gid::from_raw(104),
             name: "postgres".into(),
             switch: true,
             in_passwd: true,
-        }
+        };
+        let spilo = Path::new("/usr/local/bin/spilo");
+        let specs = specs(&config, &env, &postgres, &programs, nss, spilo);
+        let names = specs.iter().map(|s| s.name.clone()).collect();
+        (config, specs, names)
     }
 
     #[test]
     fn embedded_etcd_first_then_patroni_with_a_clean_environment() {
-        let (config, env, _root) = config(&[]);
         let nss = [("LD_PRELOAD".to_owned(), "libnss_wrapper.so".to_owned())];
-        let specs = specs(
-            &config,
-            &env,
-            &postgres(),
-            &programs(),
-            &nss,
-            Path::new("/usr/local/bin/spilo"),
-        );
-        let names: Vec<&str> = specs.iter().map(|s| s.name.as_str()).collect();
+        let (_, specs, names) = children(&[], &nss);
         assert_eq!(names, ["etcd", "patroni"]);
         let (etcd, patroni) = (&specs[0], &specs[1]);
         assert!(matches!(etcd.ready, Some(Ready::Http { .. })));
@@ -240,22 +235,16 @@ mod tests {
 
     #[test]
     fn a_configured_dcs_and_pgbouncer() {
-        let (config, env, _root) = config(&[
-            ("ETCD3_HOSTS", "10.0.0.1:2379"),
-            (
-                "PGBOUNCER_CONFIGURATION",
-                "[pgbouncer]\nlisten_port = 6432\n",
-            ),
-        ]);
-        let specs = specs(
-            &config,
-            &env,
-            &postgres(),
-            &programs(),
+        let (_, specs, names) = children(
+            &[
+                ("ETCD3_HOSTS", "10.0.0.1:2379"),
+                (
+                    "PGBOUNCER_CONFIGURATION",
+                    "[pgbouncer]\nlisten_port = 6432\n",
+                ),
+            ],
             &[],
-            Path::new("/usr/local/bin/spilo"),
         );
-        let names: Vec<&str> = specs.iter().map(|s| s.name.as_str()).collect();
         assert_eq!(names, ["patroni", "pgbouncer"]);
         assert_eq!(specs[1].args, ["/run/pgbouncer/pgbouncer.ini"]);
         assert!(
@@ -272,22 +261,16 @@ mod tests {
 
     #[test]
     fn patroni_sees_the_kubernetes_api_server() {
-        let (config, env, _root) = config(&[
-            ("KUBERNETES_SERVICE_HOST", "10.96.0.1"),
-            ("KUBERNETES_SERVICE_PORT", "443"),
-            ("KUBERNETES_PORT_443_TCP", "tcp://10.96.0.1:443"),
-            ("DCS_ENABLE_KUBERNETES_API", "true"),
-        ]);
-        assert_eq!(config.dcs.kind, DcsKind::Kubernetes);
-        let specs = specs(
-            &config,
-            &env,
-            &postgres(),
-            &programs(),
+        let (config, specs, names) = children(
+            &[
+                ("KUBERNETES_SERVICE_HOST", "10.96.0.1"),
+                ("KUBERNETES_SERVICE_PORT", "443"),
+                ("KUBERNETES_PORT_443_TCP", "tcp://10.96.0.1:443"),
+                ("DCS_ENABLE_KUBERNETES_API", "true"),
+            ],
             &[],
-            Path::new("/usr/local/bin/spilo"),
         );
-        let names: Vec<&str> = specs.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(config.dcs.kind, DcsKind::Kubernetes);
         assert_eq!(names, ["patroni"]);
         let env = &specs[0].env;
         let keys: Vec<&str> = env.iter().map(|(k, _)| k.as_str()).collect();

@@ -26,6 +26,7 @@ use std::time::{Duration, Instant};
 use tracing::{info, warn};
 
 use crate::backup;
+use crate::config::backup::Store;
 use crate::config::{Config, ConfigError, DcsKind, Env, Paths, System};
 use crate::files::{self, IoError};
 use crate::render::patroni::{self, Additions};
@@ -89,6 +90,13 @@ pub fn run(env: &Env, options: &Options) -> Result<u8, InitError> {
     } = check_input(env, options)?;
     let start = decide(&config);
     volumes::prepare(&config.paths, &account, &start.private_dirs(&config.paths))?;
+    if let Some(backup) = config
+        .backup
+        .as_ref()
+        .filter(|b| b.repository.store == Store::Posix)
+    {
+        volumes::local_repository(Path::new(&backup.repository.path), &account)?;
+    }
     if let Some(etcd) = &start.etcd {
         etcd.mark(&config.paths);
     }
@@ -256,7 +264,7 @@ fn plan(
         additions.initdb = Some(ahead.shim());
         tree = template.tree(config, &additions);
     }
-    let mut outputs: Vec<render::Output> = render::patroni_files(config, tree)?.into();
+    let mut outputs = render::patroni_files(config, tree)?;
     outputs.extend(checked);
     outputs.push(hooks.spec);
     let owner = account

@@ -70,6 +70,19 @@ pub(crate) fn prepare(
     Ok(())
 }
 
+/// The backup repository in a local directory (WAL_LOCAL_PATH): made and
+/// given to postgres as PGDATA is, so that a mount root owns is usable and
+/// a read-only one is an error now, not a failing archive later.
+pub(crate) fn local_repository(path: &Path, account: &Account) -> Result<(), VolumeError> {
+    let ctx = Ctx { account };
+    let var = "WAL_LOCAL_PATH";
+    if path.is_dir() {
+        ctx.take_over(var, path)?;
+    }
+    ctx.dir(var, path, 0o750)?;
+    ctx.writable(var, path)
+}
+
 impl Ctx<'_> {
     /// Creates `path` (and missing parents), owned by the account.
     fn dir(&self, var: &'static str, path: &Path, mode: u32) -> Result<(), VolumeError> {
@@ -243,6 +256,21 @@ mod tests {
         // No probe left behind; a second run changes nothing.
         assert_eq!(fs::read_dir(&p.pgdata).unwrap().count(), 0);
         prepare(&p, &me(), &[]).unwrap();
+    }
+
+    #[test]
+    fn a_local_repository_is_made_or_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = dir.path().join("backups/spilo/demo/pgbackrest");
+        local_repository(&repo, &me()).unwrap();
+        assert!(repo.is_dir());
+        local_repository(&repo, &me()).unwrap();
+        // Unusable even for root: a file where the directory goes.
+        let file = dir.path().join("file");
+        fs::write(&file, "").unwrap();
+        let err = local_repository(&file, &me()).unwrap_err().to_string();
+        assert!(err.starts_with("WAL_LOCAL_PATH="), "{err}");
+        assert!(err.contains("not writable"), "{err}");
     }
 
     #[test]

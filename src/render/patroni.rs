@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{Map, Value, json};
 
-use super::{RenderError, pgbackrest};
+use super::{RenderError, clone, pgbackrest};
 use crate::config::{Config, merge};
 
 /// What `init` adds to Patroni's configuration, beneath the user's (so
@@ -85,6 +85,16 @@ fn template(config: &Config) -> Result<Map<String, Value>, RenderError> {
     let id = &config.identity;
     let tls = |t: &crate::config::ssl::Tls| json!({ "cert_file": t.cert_file, "key_file": t.key_file, "ca_file": t.ca_file, "crl_file": t.crl_file });
     let credentials = |c: &crate::config::auth::Credentials| json!({ "username": c.username, "password": c.password });
+    // Instead of initdb: a restore from a repository, or a copy of a
+    // running cluster (CLONE_METHOD tells which; never both).
+    let bootstrap_method = match (&config.restore, &config.basebackup_clone) {
+        (Some(restore), _) => Some((
+            pgbackrest::RESTORE_METHOD,
+            pgbackrest::restore_method(config, restore),
+        )),
+        (None, Some(clone)) => Some((clone::METHOD, clone::method(config, clone))),
+        (None, None) => None,
+    };
     let context = json!({
         "scope": id.scope,
         "name": id.name,
@@ -109,8 +119,9 @@ fn template(config: &Config) -> Result<Map<String, Value>, RenderError> {
         "pg_hba": config.auth.default_hba(),
         "archive_command": pgbackrest::archive_command(config).unwrap_or_else(|| "/bin/true".to_owned()),
         "restore_command": pgbackrest::restore_command(config),
-        "restore_method_name": pgbackrest::RESTORE_METHOD,
-        "restore": config.restore.as_ref().map(|r| pgbackrest::restore_method(config, r)),
+        "standby_cluster": config.standby.as_ref().map(standby_cluster),
+        "bootstrap_method_name": bootstrap_method.as_ref().map(|(name, _)| name),
+        "bootstrap_method": bootstrap_method.map(|(_, method)| method),
     });
     let text = super::templates::render("patroni.yml.j2", context)?;
     match serde_yaml_ng::from_str::<Value>(&text) {
@@ -183,6 +194,20 @@ pub(crate) fn redact(value: &mut Value, secrets: &[String]) {
         Value::String(s) if super::holds_secret(s, secrets) => *s = super::REDACTED.to_owned(),
         _ => {}
     }
+}
+
+/// `bootstrap.dcs.standby_cluster`: the standby leader copies the source
+/// with pg_basebackup, then streams from it.
+fn standby_cluster(standby: &crate::config::Standby) -> Value {
+    let mut cluster = json!({
+        "host": standby.host,
+        "port": standby.port,
+        "create_replica_methods": ["basebackup"],
+    });
+    if let Some(slot) = &standby.primary_slot_name {
+        cluster["primary_slot_name"] = json!(slot);
+    }
+    cluster
 }
 
 #[cfg(test)]
@@ -269,6 +294,27 @@ mod tests {
 
     fn options<'a>(tree: &'a Map<String, Value>, section: &str, key: &str) -> &'a Value {
         &tree[section][key]
+    }
+
+    #[test]
+    fn a_standby_cluster_streams_from_its_source() {
+        let tree = tree_for(&[
+            ("STANDBY_HOST", "acid-source.default"),
+            ("STANDBY_PRIMARY_SLOT_NAME", "standby_slot"),
+        ]);
+        assert_eq!(
+            tree["bootstrap"]["dcs"]["standby_cluster"],
+            json!({
+                "host": "acid-source.default",
+                "port": 5432,
+                "create_replica_methods": ["basebackup"],
+                "primary_slot_name": "standby_slot",
+            })
+        );
+        assert_eq!(
+            tree_for(&[])["bootstrap"]["dcs"].get("standby_cluster"),
+            None
+        );
     }
 
     #[test]

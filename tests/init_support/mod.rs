@@ -241,6 +241,24 @@ impl Node {
         fs::read_to_string(self.log_path()).unwrap_or_default()
     }
 
+    /// The end of the log, under a heading, for a failure's message.
+    pub fn log_tail(&self) -> String {
+        format!(
+            "\n---- {} log (tail) ----\n{}",
+            self.name,
+            tail(&self.log(), 50)
+        )
+    }
+
+    /// [`wait_for`] on this node, every 200 ms: the panic shows its log's
+    /// tail.
+    pub fn wait_for<T>(&self, what: &str, within: Duration, f: impl FnMut() -> Option<T>) -> T {
+        let what = format!("{what} on {}", self.name);
+        poll(&what, within, Duration::from_millis(200), f, || {
+            self.log_tail()
+        })
+    }
+
     /// Asserts that a line of its log contains `needle`.
     pub fn assert_logged(&self, needle: &str) {
         let log = self.log();
@@ -469,17 +487,28 @@ pub fn http(addr: &str, method: &str, path: &str, body: Option<&str>) -> Option<
 }
 
 /// Polls `f` until it gives a value; panics naming `what` after `within`.
-pub fn wait_for<T>(what: &str, within: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+pub fn wait_for<T>(what: &str, within: Duration, f: impl FnMut() -> Option<T>) -> T {
+    poll(what, within, Duration::from_millis(100), f, String::new)
+}
+
+/// [`wait_for`], polling every `every`: the panic adds `context()` (the
+/// last state seen, a log's tail).
+pub fn poll<T>(
+    what: &str,
+    within: Duration,
+    every: Duration,
+    mut f: impl FnMut() -> Option<T>,
+    context: impl FnOnce() -> String,
+) -> T {
     let deadline = Instant::now() + within;
     loop {
         if let Some(value) = f() {
             return value;
         }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {within:?} waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
+        if Instant::now() >= deadline {
+            panic!("timed out after {within:?} waiting for {what}{}", context());
+        }
+        std::thread::sleep(every);
     }
 }
 
