@@ -1,12 +1,16 @@
-//! `spilo clone-basebackup`: Patroni's bootstrap of a clone of a running
-//! cluster (CLONE_METHOD=CLONE_WITH_BASEBACKUP). The source's major is
-//! checked before anything is copied: a copy of another major would start
-//! with the wrong binaries, or be removed and copied again at every try.
+//! Patroni's bootstraps of clones: `spilo clone-basebackup` copies a
+//! running cluster (CLONE_METHOD=CLONE_WITH_BASEBACKUP), `spilo
+//! clone-restore` runs pgBackRest's restore from the source's repository
+//! (CLONE_WITH_WALE). The source's major is checked before anything is
+//! copied, and the copy's after: a copy of another major would start with
+//! the wrong binaries, or be removed and copied again at every try.
 
 use std::fs;
 use std::io;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
+
+use crate::backup::info::Stanza;
 
 /// What to copy, from where (rendered by `render::clone`).
 #[derive(Debug)]
@@ -20,8 +24,26 @@ pub struct Basebackup {
     pub source: String,
 }
 
+/// A restore from the source's repository: pgBackRest's restore command
+/// (rendered by `render::pgbackrest`), its global options first.
+#[derive(Debug)]
+pub struct Restore {
+    pub major: u32,
+    pub pgdata: PathBuf,
+    pub stanza: String,
+    pub command: Vec<String>,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum CloneError {
+    #[error("no pgbackrest restore command given")]
+    NoCommand,
+    #[error("pgbackrest info of stanza {stanza}: {reason}")]
+    Info { stanza: String, reason: String },
+    #[error(
+        "the source's backups are of PostgreSQL {found}, this cluster runs {major} (PGVERSION): a clone needs the source's major; nothing was restored"
+    )]
+    BackupMajor { found: String, major: u32 },
     #[error("cannot run {}: {source}", program.display())]
     Spawn { program: PathBuf, source: io::Error },
     #[error("{} failed ({status}){}", program.display(), output_suffix(output))]
@@ -56,7 +78,7 @@ fn output_suffix(output: &str) -> String {
 
 /// Checks the source's major, copies it with pg_basebackup (WAL
 /// streamed), and checks the copy.
-pub fn run(clone: &Basebackup) -> Result<(), CloneError> {
+pub fn basebackup(clone: &Basebackup) -> Result<(), CloneError> {
     let source_major = source_major(clone)?;
     if source_major != clone.major {
         return Err(CloneError::Major {
@@ -79,53 +101,117 @@ pub fn run(clone: &Basebackup) -> Result<(), CloneError> {
     if let Some(waldir) = &clone.waldir {
         command.arg("--waldir").arg(waldir);
     }
-    let status = command.status().map_err(|source| CloneError::Spawn {
-        program: program.clone(),
-        source,
-    })?;
-    if !status.success() {
-        return Err(CloneError::Failed {
-            program,
-            status,
-            output: String::new(),
+    status(&program, &mut command)?;
+    copied_major(&clone.pgdata, clone.major)?;
+    eprintln!("clone-basebackup: copied");
+    Ok(())
+}
+
+/// Checks the majors of the stanza's backups, then restores.
+pub fn restore(restore: &Restore) -> Result<(), CloneError> {
+    let (program, args) = restore.command.split_first().ok_or(CloneError::NoCommand)?;
+    let program = PathBuf::from(program);
+    let options: Vec<&String> = args
+        .iter()
+        .take_while(|arg| arg.starts_with("--"))
+        .filter(|arg| !arg.starts_with("--log-level"))
+        .collect();
+    let info = output(
+        &program,
+        Command::new(&program).args(&options).args([
+            "--log-level-console=off",
+            "--log-level-stderr=error",
+            "info",
+            "--output=json",
+        ]),
+    )?;
+    let info_error = |reason: String| CloneError::Info {
+        stanza: restore.stanza.clone(),
+        reason,
+    };
+    let stanza = Stanza::find(&info, &restore.stanza).map_err(|e| info_error(e.to_string()))?;
+    let majors = stanza
+        .as_ref()
+        .map(Stanza::backup_majors)
+        .unwrap_or_default();
+    let major = restore.major.to_string();
+    // No backup at all: pgBackRest's restore says so itself.
+    if !majors.is_empty() && !majors.contains(&major.as_str()) {
+        let mut found: Vec<&str> = majors.clone();
+        found.dedup();
+        return Err(CloneError::BackupMajor {
+            found: found.join(", "),
+            major: restore.major,
         });
     }
-    let path = clone.pgdata.join("PG_VERSION");
+    status(&program, Command::new(&program).args(args))?;
+    // A target time can pick an older backup of another major.
+    copied_major(&restore.pgdata, restore.major)
+}
+
+/// The copy in `pgdata` is of `major`.
+fn copied_major(pgdata: &Path, major: u32) -> Result<(), CloneError> {
+    let path = pgdata.join("PG_VERSION");
     let found = fs::read_to_string(&path).map_err(|source| CloneError::Read {
         path: path.clone(),
         source,
     })?;
-    if found.trim() != clone.major.to_string() {
+    if found.trim() != major.to_string() {
         return Err(CloneError::Copied {
             path,
-            major: clone.major,
+            major,
             found: found.trim().to_owned(),
         });
     }
-    eprintln!("clone-basebackup: copied");
     Ok(())
 }
 
 fn source_major(clone: &Basebackup) -> Result<u32, CloneError> {
     let program = clone.bin_dir.join("psql");
-    let output = Command::new(&program)
-        .args(["-X", "-A", "-t", "-w", "-c", "SHOW server_version_num"])
-        .args(["-d", &clone.source])
+    let answer = output(
+        &program,
+        Command::new(&program)
+            .args(["-X", "-A", "-t", "-w", "-c", "SHOW server_version_num"])
+            .args(["-d", &clone.source]),
+    )?;
+    let answer = String::from_utf8_lossy(&answer).trim().to_owned();
+    major_of(&answer).ok_or(CloneError::Version(answer))
+}
+
+/// Runs `command` (of `program`), its output on ours.
+fn status(program: &Path, command: &mut Command) -> Result<(), CloneError> {
+    let status = command.status().map_err(|source| CloneError::Spawn {
+        program: program.to_owned(),
+        source,
+    })?;
+    if !status.success() {
+        return Err(CloneError::Failed {
+            program: program.to_owned(),
+            status,
+            output: String::new(),
+        });
+    }
+    Ok(())
+}
+
+/// Runs `command` (of `program`) for its standard output; a failure
+/// carries its standard error.
+fn output(program: &Path, command: &mut Command) -> Result<Vec<u8>, CloneError> {
+    let output = command
         .stdin(Stdio::null())
         .output()
         .map_err(|source| CloneError::Spawn {
-            program: program.clone(),
+            program: program.to_owned(),
             source,
         })?;
     if !output.status.success() {
         return Err(CloneError::Failed {
-            program,
+            program: program.to_owned(),
             status: output.status,
             output: one_line(&output.stderr),
         });
     }
-    let answer = String::from_utf8_lossy(&output.stdout).trim().to_owned();
-    major_of(&answer).ok_or(CloneError::Version(answer))
+    Ok(output.stdout)
 }
 
 /// The major of a server_version_num of PostgreSQL 10 or later.
@@ -146,7 +232,6 @@ fn one_line(bytes: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use std::os::unix::fs::PermissionsExt;
-    use std::path::Path;
 
     use super::*;
 
@@ -163,20 +248,32 @@ mod tests {
         assert_eq!(major_of("fifteen"), None);
     }
 
+    /// Writes an executable shell script, and waits until it can be run:
+    /// a fork by another test's thread may still hold it open for writing
+    /// (ETXTBSY) for a moment. The probe runs it once with no arguments.
+    fn script(path: &Path, body: &str) {
+        fs::write(path, format!("#!/bin/sh\n{body}\n")).unwrap();
+        fs::set_permissions(path, fs::Permissions::from_mode(0o755)).unwrap();
+        for _ in 0..100 {
+            match Command::new(path).output() {
+                Err(e) if e.raw_os_error() == Some(nix::libc::ETXTBSY) => {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                _ => return,
+            }
+        }
+        panic!("{} stays busy", path.display());
+    }
+
     /// A bin directory whose psql answers `version` and whose
     /// pg_basebackup writes PG_VERSION `copied`.
     fn fake_bin(dir: &Path, version: &str, copied: &str) -> PathBuf {
         let bin = dir.join("bin");
         fs::create_dir_all(&bin).unwrap();
-        let script = |name: &str, body: String| {
-            let path = bin.join(name);
-            fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
-            fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).unwrap();
-        };
-        script("psql", format!("echo {version}"));
+        script(&bin.join("psql"), &format!("echo {version}"));
         script(
-            "pg_basebackup",
-            format!("mkdir -p \"$2\" && echo {copied} > \"$2/PG_VERSION\""),
+            &bin.join("pg_basebackup"),
+            &format!("mkdir -p \"$2\" && echo {copied} > \"$2/PG_VERSION\""),
         );
         bin
     }
@@ -195,7 +292,7 @@ mod tests {
     fn another_major_is_refused_before_any_copy() {
         let dir = tempfile::tempdir().unwrap();
         let clone = spec(dir.path(), fake_bin(dir.path(), "150018", "15"));
-        let err = run(&clone).unwrap_err().to_string();
+        let err = basebackup(&clone).unwrap_err().to_string();
         assert_eq!(
             err,
             "the source runs PostgreSQL 15, this cluster 17 (PGVERSION): a clone needs the source's major; nothing was copied"
@@ -207,16 +304,83 @@ mod tests {
     fn the_same_major_is_copied_and_checked() {
         let dir = tempfile::tempdir().unwrap();
         let clone = spec(dir.path(), fake_bin(dir.path(), "170007", "17"));
-        run(&clone).unwrap();
+        basebackup(&clone).unwrap();
         assert_eq!(
             fs::read_to_string(clone.pgdata.join("PG_VERSION")).unwrap(),
             "17\n"
         );
         let dir = tempfile::tempdir().unwrap();
         let odd = spec(dir.path(), fake_bin(dir.path(), "170007", "16"));
-        let err = run(&odd).unwrap_err().to_string();
+        let err = basebackup(&odd).unwrap_err().to_string();
         assert!(
             err.contains("is not PostgreSQL 17: PG_VERSION says \"16\""),
+            "{err}"
+        );
+    }
+
+    /// A pgbackrest whose info lists backups of `versions` and whose
+    /// restore writes PG_VERSION `restored` into the directory given.
+    fn fake_pgbackrest(dir: &Path, versions: &[&str], restored: &str) -> Restore {
+        let db: Vec<String> = versions
+            .iter()
+            .enumerate()
+            .map(|(i, v)| format!(r#"{{"id":{},"version":"{v}"}}"#, i + 1))
+            .collect();
+        let backups: Vec<String> = (1..=versions.len())
+            .map(|id| {
+                format!(
+                    r#"{{"label":"b{id}","type":"full","timestamp":{{"start":1,"stop":2}},"info":{{}},"database":{{"id":{id}}}}}"#
+                )
+            })
+            .collect();
+        let info = format!(
+            r#"[{{"name":"src","db":[{}],"backup":[{}],"status":{{"message":"ok"}}}}]"#,
+            db.join(","),
+            backups.join(",")
+        );
+        let pgdata = dir.join("pgdata");
+        let program = dir.join("pgbackrest");
+        script(
+            &program,
+            &format!(
+                "case \" $* \" in *\" info \"*) echo '{info}' ;; *restore*) mkdir -p '{}' && echo {restored} > '{}/PG_VERSION' ;; esac",
+                pgdata.display(),
+                pgdata.display()
+            ),
+        );
+        Restore {
+            major: 17,
+            pgdata,
+            stanza: "src".into(),
+            command: vec![
+                program.display().to_string(),
+                "--config=/x.conf".into(),
+                "--stanza=src".into(),
+                "--log-level-console=info".into(),
+                "restore".into(),
+            ],
+        }
+    }
+
+    #[test]
+    fn a_restore_of_another_majors_backups_is_refused_before_it_runs() {
+        let dir = tempfile::tempdir().unwrap();
+        let older = fake_pgbackrest(dir.path(), &["15", "15"], "15");
+        let err = restore(&older).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "the source's backups are of PostgreSQL 15, this cluster runs 17 (PGVERSION): a clone needs the source's major; nothing was restored"
+        );
+        assert!(untouched(&older.pgdata));
+
+        let dir = tempfile::tempdir().unwrap();
+        restore(&fake_pgbackrest(dir.path(), &["15", "17"], "17")).unwrap();
+        // A target time that picked the older one is caught after.
+        let dir = tempfile::tempdir().unwrap();
+        let picked = fake_pgbackrest(dir.path(), &["15", "17"], "15");
+        let err = restore(&picked).unwrap_err().to_string();
+        assert!(
+            err.contains("is not PostgreSQL 17: PG_VERSION says \"15\""),
             "{err}"
         );
     }
@@ -225,12 +389,11 @@ mod tests {
     fn an_unreachable_source_names_psql_and_its_reason() {
         let dir = tempfile::tempdir().unwrap();
         let bin = fake_bin(dir.path(), "x", "17");
-        fs::write(
-            bin.join("psql"),
-            "#!/bin/sh\necho 'psql: error: connection refused' >&2\nexit 2\n",
-        )
-        .unwrap();
-        let err = run(&spec(dir.path(), bin)).unwrap_err().to_string();
+        script(
+            &bin.join("psql"),
+            "echo 'psql: error: connection refused' >&2\nexit 2",
+        );
+        let err = basebackup(&spec(dir.path(), bin)).unwrap_err().to_string();
         assert!(
             err.ends_with("psql failed (exit status: 2): psql: error: connection refused"),
             "{err}"

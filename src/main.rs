@@ -95,6 +95,20 @@ enum Command {
         #[arg(long)]
         source: String,
     },
+    /// Patroni's bootstrap of a restore from the source's repository
+    /// (rendered from CLONE_METHOD=CLONE_WITH_WALE).
+    #[command(hide = true)]
+    CloneRestore {
+        #[arg(long)]
+        major: u32,
+        #[arg(long)]
+        pgdata: PathBuf,
+        #[arg(long)]
+        stanza: String,
+        /// pgBackRest's restore command, after `--`.
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -227,22 +241,30 @@ fn main() -> ExitCode {
             pgdata,
             waldir,
             source,
-        } => {
-            let clone = clone::Basebackup {
+        } => clone_exit(
+            "clone-basebackup",
+            clone::basebackup(&clone::Basebackup {
                 major,
                 bin_dir,
                 pgdata,
                 waldir,
                 source,
-            };
-            match clone::run(&clone) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("spilo clone-basebackup: error: {e}");
-                    ExitCode::FAILURE
-                }
-            }
-        }
+            }),
+        ),
+        Command::CloneRestore {
+            major,
+            pgdata,
+            stanza,
+            command,
+        } => clone_exit(
+            "clone-restore",
+            clone::restore(&clone::Restore {
+                major,
+                pgdata,
+                stanza,
+                command,
+            }),
+        ),
         Command::Backup { backup: command } => {
             let spec_or_default =
                 |spec: Option<PathBuf>| spec.unwrap_or_else(backup::default_spec_path);
@@ -288,6 +310,17 @@ fn main() -> ExitCode {
                     ExitCode::FAILURE
                 }
             }
+        }
+    }
+}
+
+/// A clone's bootstrap ends: its error on stderr, where Patroni logs it.
+fn clone_exit(name: &str, result: Result<(), clone::CloneError>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("spilo {name}: error: {e}");
+            ExitCode::FAILURE
         }
     }
 }

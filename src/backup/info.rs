@@ -15,7 +15,21 @@ pub(crate) struct Stanza {
     archive: Vec<Archive>,
     #[serde(default)]
     backup: Vec<Backup>,
+    /// The clusters the stanza has held (a new one after an upgrade).
+    #[serde(default)]
+    db: Vec<Db>,
     status: Status,
+}
+
+#[derive(Debug, Deserialize)]
+struct Db {
+    id: u32,
+    version: String,
+}
+
+#[derive(Debug, Deserialize)]
+struct DbRef {
+    id: u32,
 }
 
 #[derive(Debug, Deserialize)]
@@ -33,6 +47,7 @@ struct Backup {
     timestamp: Span<i64>,
     archive: Option<Span<Option<String>>>,
     info: Sizes,
+    database: Option<DbRef>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -67,6 +82,18 @@ impl Stanza {
 
     pub(crate) fn has_backup(&self) -> bool {
         !self.backup.is_empty()
+    }
+
+    /// The PostgreSQL majors of its backups ("15"), oldest first.
+    pub(crate) fn backup_majors(&self) -> Vec<&str> {
+        self.backup
+            .iter()
+            .filter_map(|backup| {
+                let id = backup.database.as_ref()?.id;
+                self.db.iter().find(|db| db.id == id)
+            })
+            .map(|db| db.version.as_str())
+            .collect()
     }
 
     /// The backups as a table, then the WAL archive's range and the
@@ -182,8 +209,10 @@ mod tests {
         let stanza = Stanza::find(INFO, "demo").unwrap().unwrap();
         assert!(stanza.has_backup());
         assert!(Stanza::find(INFO, "other").unwrap().is_none());
+        assert_eq!(stanza.backup_majors(), ["15", "15"]);
         let missing = Stanza::find(NO_STANZA, "nostanza").unwrap().unwrap();
         assert!(!missing.has_backup());
+        assert!(missing.backup_majors().is_empty());
         assert!(Stanza::find(b"{}", "demo").is_err());
     }
 

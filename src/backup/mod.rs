@@ -5,7 +5,7 @@
 mod archiving;
 mod calendar;
 pub mod cron;
-mod info;
+pub(crate) mod info;
 mod pgbackrest;
 mod schedule;
 mod server;

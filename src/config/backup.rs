@@ -37,6 +37,9 @@ pub(crate) struct Restore {
     pub(crate) target_inclusive: bool,
     /// CLONE_TARGET_TIMELINE (default `latest`).
     pub(crate) target_timeline: String,
+    /// USE_PAUSE_AT_RECOVERY_TARGET: recovery pauses at the target, for
+    /// someone to look before promoting, instead of promoting.
+    pub(crate) pause_at_target: bool,
 }
 
 /// A pgBackRest repository: the store and the path in it.
@@ -231,6 +234,10 @@ impl Restore {
             None => true,
             value => parse_bool("CLONE_TARGET_INCLUSIVE", &value.map(str::to_owned))?,
         };
+        let pause_at_target = match env.get("USE_PAUSE_AT_RECOVERY_TARGET") {
+            None => false,
+            value => parse_bool("USE_PAUSE_AT_RECOVERY_TARGET", &value.map(str::to_owned))?,
+        };
         let target_timeline = env
             .get("CLONE_TARGET_TIMELINE")
             .unwrap_or("latest")
@@ -252,6 +259,7 @@ impl Restore {
             target_time,
             target_inclusive,
             target_timeline,
+            pause_at_target,
         }))
     }
 }

@@ -261,7 +261,7 @@ pub(crate) fn restore_method(config: &Config, restore: &Restore) -> Value {
     let mut recovery = json!({
         "restore_command": format!("{base} archive-get %f \"%p\""),
         "recovery_target_timeline": restore.target_timeline,
-        "recovery_target_action": "promote",
+        "recovery_target_action": if restore.pause_at_target { "pause" } else { "promote" },
     });
     if let Some(time) = &restore.target_time {
         recovery["recovery_target_time"] = json!(time);
@@ -269,8 +269,16 @@ pub(crate) fn restore_method(config: &Config, restore: &Restore) -> Value {
             recovery["recovery_target_inclusive"] = json!(false);
         }
     }
+    // spilo checks the backups' major first (`clone::restore`).
+    let wrapper = format!(
+        "{} clone-restore --major {} --pgdata {} --stanza {} --",
+        shell_quote(&config.program.display().to_string()),
+        config.version.major,
+        shell_quote(&config.paths.pgdata.display().to_string()),
+        shell_quote(&restore.stanza),
+    );
     json!({
-        "command": format!("{base}{restore_args}"),
+        "command": format!("{wrapper} {base}{restore_args}"),
         "no_params": true,
         "recovery_conf": recovery,
     })
@@ -409,11 +417,19 @@ mod tests {
             "pgbackrest --config={} --stanza=old-cluster",
             conf.display()
         );
-        assert_eq!(
-            method["command"],
-            format!(
-                "{base} --log-level-console=info restore --type=time '--target=2026-12-01 10:00:00+00' --target-exclusive"
-            )
+        let command = method["command"].as_str().unwrap();
+        assert!(
+            command.contains(&format!(
+                " clone-restore --major 17 --pgdata {} --stanza old-cluster -- ",
+                config.paths.pgdata.display()
+            )),
+            "{command}"
+        );
+        assert!(
+            command.ends_with(&format!(
+                " -- {base} --log-level-console=info restore --type=time '--target=2026-12-01 10:00:00+00' --target-exclusive"
+            )),
+            "{command}"
         );
         assert_eq!(method["no_params"], true);
         let recovery = &method["recovery_conf"];
@@ -425,6 +441,14 @@ mod tests {
         assert_eq!(recovery["recovery_target_inclusive"], false);
         assert_eq!(recovery["recovery_target_action"], "promote");
         assert_eq!(recovery["recovery_target_timeline"], "latest");
+        let (_dir, paused) = self::config(&[
+            ("CLONE_METHOD", "CLONE_WITH_WALE"),
+            ("CLONE_SCOPE", "old-cluster"),
+            ("CLONE_WAL_LOCAL_PATH", &root),
+            ("USE_PAUSE_AT_RECOVERY_TARGET", "true"),
+        ]);
+        let method = restore_method(&paused, paused.restore.as_ref().unwrap());
+        assert_eq!(method["recovery_conf"]["recovery_target_action"], "pause");
         // No store of its own: nothing archived, nothing restored from.
         assert_eq!(archive_command(&config), None);
         assert_eq!(restore_command(&config), None);

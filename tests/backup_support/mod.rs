@@ -229,7 +229,15 @@ impl S3 {
 
     /// The keys under `prefix` in the bucket (every page).
     pub fn keys(&self, prefix: &str) -> Vec<String> {
-        let mut keys = Vec::new();
+        self.objects(prefix)
+            .into_iter()
+            .map(|(key, _)| key)
+            .collect()
+    }
+
+    /// The keys under `prefix` with their ETags (their content's MD5).
+    pub fn objects(&self, prefix: &str) -> Vec<(String, String)> {
+        let mut objects = Vec::new();
         let mut token: Option<String> = None;
         loop {
             let mut url = format!(
@@ -244,10 +252,17 @@ impl S3 {
             let xml = self
                 .curl(&[&url])
                 .unwrap_or_else(|e| panic!("list {prefix}: {e}"));
-            keys.extend(xml_values(&xml, "Key"));
+            let keys = xml_values(&xml, "Key");
+            let etags = xml_values(&xml, "ETag");
+            assert_eq!(
+                keys.len(),
+                etags.len(),
+                "a listing with an ETag per key: {xml}"
+            );
+            objects.extend(keys.into_iter().zip(etags));
             token = xml_values(&xml, "NextContinuationToken").into_iter().next();
             if token.is_none() {
-                return keys;
+                return objects;
             }
         }
     }
@@ -345,6 +360,26 @@ impl Store<'_> {
         ];
         env.extend(clone_prefixed(&self.env()));
         env
+    }
+
+    /// The repository's files of `scope` with a fingerprint of each one's
+    /// content (S3's ETag; a length and hash of a posix file's bytes).
+    pub fn fingerprints(&self, scope: &str) -> Vec<(String, String)> {
+        let root = format!("spilo/{scope}/pgbackrest/");
+        match self {
+            Store::S3(s3) => s3.objects(&root),
+            Store::Posix(dir) => self
+                .repository_files(scope)
+                .into_iter()
+                .map(|file| {
+                    let bytes = fs::read(dir.join(&root).join(&file)).expect("a repository file");
+                    let mut hasher = std::hash::DefaultHasher::new();
+                    std::hash::Hash::hash(&bytes, &mut hasher);
+                    let print = format!("{}:{:x}", bytes.len(), std::hash::Hasher::finish(&hasher));
+                    (file, print)
+                })
+                .collect(),
+        }
     }
 
     /// The repository's files (paths relative to it) of `scope`:
