@@ -3,7 +3,7 @@
 //! `CLONE_USER`, `CLONE_PASSWORD`): Patroni's bootstrap copies the source
 //! with pg_basebackup instead of running initdb.
 
-use super::env::{Env, parse_port};
+use super::env::{Env, check_host, parse_port};
 use super::error::ConfigError;
 
 /// Where the source cluster is and who may copy it.
@@ -42,16 +42,7 @@ impl BasebackupClone {
             })
         };
         let host = needed("CLONE_HOST", "the source cluster's host")?;
-        if host
-            .chars()
-            .any(|c| c.is_whitespace() || c == '\'' || c == '\\')
-        {
-            return Err(ConfigError::invalid(
-                "CLONE_HOST",
-                host,
-                "expected a host name or address",
-            ));
-        }
+        check_host("CLONE_HOST", host)?;
         let user = needed("CLONE_USER", "a replication user of the source")?;
         if user.chars().any(|c| c == '\'' || c == '\\' || c == ':') {
             return Err(ConfigError::invalid(

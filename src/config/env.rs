@@ -185,6 +185,23 @@ pub(crate) fn parse_port(
     }
 }
 
+/// A host to connect to, as it goes into a libpq connection string or a
+/// Patroni setting: no spaces, quotes or backslashes.
+pub(crate) fn check_host(var: &str, host: &str) -> Result<(), ConfigError> {
+    if host.is_empty()
+        || host
+            .chars()
+            .any(|c| c.is_whitespace() || c == '\'' || c == '\\')
+    {
+        return Err(ConfigError::invalid(
+            var,
+            host,
+            "expected a host name or address",
+        ));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -4,7 +4,7 @@
 //! `bootstrap.dcs.standby_cluster`. One fed from an archive is refused
 //! until it exists: it must never become a new, empty primary.
 
-use super::env::{Env, parse_port};
+use super::env::{Env, check_host, parse_port};
 use super::error::ConfigError;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -43,16 +43,7 @@ impl Standby {
             }
             return Ok(None);
         };
-        if host
-            .chars()
-            .any(|c| c.is_whitespace() || c == '\'' || c == '\\')
-        {
-            return Err(ConfigError::invalid(
-                "STANDBY_HOST",
-                host,
-                "expected a host name or address",
-            ));
-        }
+        check_host("STANDBY_HOST", host)?;
         let port = parse_port(
             "STANDBY_PORT",
             &env.get("STANDBY_PORT").map(str::to_owned),
