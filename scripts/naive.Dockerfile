@@ -15,7 +15,7 @@ RUN --mount=type=bind,from=sources,source=/built,target=/var/lib/spilo/built \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
       ca-certificates postgresql-common locales \
       pgbouncer patroni python3-psycopg2 python3-etcd python3-kubernetes python3-consul python3-kazoo \
-      etcd-server libnss-wrapper curl \
+      etcd-server libnss-wrapper curl pgbackrest \
       postgresql-18 postgresql-18-postgis-3 postgresql-18-postgis-3-scripts postgresql-18-repack \
       postgresql-18-pgaudit postgresql-18-partman \
       postgresql-17 postgresql-17-postgis-3 postgresql-17-postgis-3-scripts postgresql-17-repack \

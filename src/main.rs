@@ -200,8 +200,9 @@ fn main() -> ExitCode {
             log_format,
         } => {
             logging::init(log_format);
-            // Patroni's hooks and the initdb shim call this binary back.
-            let hook_program = match std::env::current_exe() {
+            // Patroni's hooks, the initdb shim and a clone's bootstrap call
+            // this binary back.
+            let program = match std::env::current_exe() {
                 Ok(path) => path,
                 Err(e) => {
                     tracing::error!("cannot find this program's own path: {e}");
@@ -217,7 +218,7 @@ fn main() -> ExitCode {
                 },
                 grace: Duration::from_secs(stop_timeout),
                 nss_wrapper,
-                hook_program,
+                program,
             };
             match init::run(&Env::from_process(), &options) {
                 Ok(status) => ExitCode::from(status),

@@ -13,7 +13,7 @@ use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use backup_support::*;
 use init_support::*;
@@ -31,32 +31,41 @@ fn switch_and_wait_archived(node: &Node, within: Duration) -> String {
     );
     let segment = sql(node, "SELECT pg_walfile_name(pg_switch_wal())");
     assert_eq!(segment.len(), 24, "a segment name: {segment:?}");
-    let deadline = Instant::now() + within;
-    let mut last = String::new();
-    loop {
-        if let Ok(status) = node.psql(
-            "SELECT coalesce(last_archived_wal, '') || '|' || archived_count || '|' || failed_count || '|' || coalesce(last_failed_wal, '') FROM pg_stat_archiver",
-        ) {
-            last = status;
-        }
-        let archived = last.split('|').next().unwrap_or_default();
-        // Same timeline and at least as far (the names are fixed-width
-        // hex; a history file sorts before its timeline's segments).
-        if archived.len() == 24 && archived[..8] == segment[..8] && archived >= segment.as_str() {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{}: {segment} not archived after {within:?}; pg_stat_archiver (last archived|archived|failed|last failed): {last}\n---- node log (tail) ----\n{}",
-            node.name,
-            tail(&node.log(), 50)
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    let last = std::cell::RefCell::new(String::new());
+    poll(
+        &format!("{segment} archived on {}", node.name),
+        within,
+        Duration::from_millis(200),
+        || {
+            if let Ok(status) = node.psql(
+                "SELECT coalesce(last_archived_wal, '') || '|' || archived_count || '|' || failed_count || '|' || coalesce(last_failed_wal, '') FROM pg_stat_archiver",
+            ) {
+                *last.borrow_mut() = status;
+            }
+            let last = last.borrow();
+            let archived = last.split('|').next().unwrap_or_default();
+            // Same timeline and at least as far (the names are fixed-width
+            // hex; a history file sorts before its timeline's segments).
+            (archived.len() == 24 && archived[..8] == segment[..8] && archived >= segment.as_str())
+                .then_some(())
+        },
+        || {
+            format!(
+                "; pg_stat_archiver (last archived|archived|failed|last failed): {}{}",
+                last.borrow(),
+                node.log_tail()
+            )
+        },
+    );
     segment
 }
 
 /// The archived copy of `segment` in the repository of `stanza`.
+/// A count or an epoch the node answers; None while it cannot.
+fn number(node: &Node, query: &str) -> Option<u64> {
+    node.psql(query).ok()?.parse().ok()
+}
+
 /// A new primary takes writes and archives a segment of `timeline` into
 /// the repository; the segment.
 fn archives_on_timeline(node: &Node, store: &Store, scope: &str, timeline: &str) -> String {
@@ -247,11 +256,10 @@ fn backup_then_restore_to_time_and_latest(tag: &str, store: Store, store_dir: &P
         "the second after the backup's stop",
         Duration::from_secs(5),
         || {
-            let now: u64 = source
-                .psql("SELECT floor(extract(epoch FROM clock_timestamp()))")
-                .ok()?
-                .parse()
-                .ok()?;
+            let now = number(
+                &source,
+                "SELECT floor(extract(epoch FROM clock_timestamp()))",
+            )?;
             (now > stop).then_some(())
         },
     );
@@ -477,14 +485,7 @@ fn an_unreachable_store_leaves_the_database_writable_and_wal_in_pg_wal() {
     let failed = node.wait_for(
         "pg_stat_archiver.failed_count > 0",
         Duration::from_secs(180),
-        || {
-            let n: u64 = node
-                .psql("SELECT failed_count FROM pg_stat_archiver")
-                .ok()?
-                .parse()
-                .ok()?;
-            (n > 0).then_some(n)
-        },
+        || number(&node, "SELECT failed_count FROM pg_stat_archiver").filter(|&n| n > 0),
     );
     let archived = sql(&node, "SELECT archived_count FROM pg_stat_archiver");
     assert_eq!(archived, "0", "nothing can have been archived");

@@ -118,25 +118,33 @@ fn get<'a>(v: &'a Value, path: &str) -> &'a Value {
 #[cfg(feature = "host-tests")]
 #[test]
 fn operator_fixtures_pass_patroni_validation() {
-    // And a restore's bootstrap from a repository, on the first fixture.
+    // And, on the first fixture, the bootstraps of a restore from a
+    // repository and of a clone by base backup.
     let fixtures = common::operator_fixtures();
-    let mut restore = fixtures[0].clone();
-    restore.0 = format!("{} restoring", restore.0);
-    restore.1.extend(vars(&[
-        ("CLONE_METHOD", "CLONE_WITH_WALE"),
-        ("CLONE_SCOPE", "acid-old"),
-        ("CLONE_WAL_S3_BUCKET", "old-wal-bucket"),
-        ("CLONE_TARGET_TIME", "2026-12-01 10:00:00+00"),
-    ]));
-    // And a clone's by base backup, on the first fixture.
-    let mut clone = fixtures[0].clone();
-    clone.0 = format!("{} cloning", clone.0);
-    clone.1.extend(vars(&[
-        ("CLONE_METHOD", "CLONE_WITH_BASEBACKUP"),
-        ("CLONE_HOST", "acid-old.default"),
-        ("CLONE_USER", "standby"),
-        ("CLONE_PASSWORD", "s3cret"),
-    ]));
+    let variant = |suffix: &str, extra: &[(&str, &str)]| {
+        let mut fixture = fixtures[0].clone();
+        fixture.0 = format!("{} {suffix}", fixture.0);
+        fixture.1.extend(vars(extra));
+        fixture
+    };
+    let restore = variant(
+        "restoring",
+        &[
+            ("CLONE_METHOD", "CLONE_WITH_WALE"),
+            ("CLONE_SCOPE", "acid-old"),
+            ("CLONE_WAL_S3_BUCKET", "old-wal-bucket"),
+            ("CLONE_TARGET_TIME", "2026-12-01 10:00:00+00"),
+        ],
+    );
+    let clone = variant(
+        "cloning",
+        &[
+            ("CLONE_METHOD", "CLONE_WITH_BASEBACKUP"),
+            ("CLONE_HOST", "acid-old.default"),
+            ("CLONE_USER", "standby"),
+            ("CLONE_PASSWORD", "s3cret"),
+        ],
+    );
     for (name, fixture) in fixtures.into_iter().chain([restore, clone]) {
         let sandbox = Sandbox::with_host_binaries();
         let out = sandbox.run(&fixture, &[]);

@@ -10,7 +10,7 @@
 use std::collections::VecDeque;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::thread;
@@ -230,11 +230,11 @@ impl Pod {
         pairs.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
         let system = System {
             postgres_root: root,
+            program: env!("CARGO_BIN_EXE_spilo").into(),
             ..System::default()
         };
         let config = Config::build(&Env::from_pairs(pairs), &system).expect("valid pod");
-        let install =
-            hooks::install(&config, Path::new(env!("CARGO_BIN_EXE_spilo"))).expect("hook spec");
+        let install = hooks::install(&config).expect("hook spec");
         let spec = match install.spec {
             Output::File { path, contents, .. } => {
                 std::fs::create_dir_all(&rw).expect("RW_DIR");

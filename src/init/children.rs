@@ -3,7 +3,7 @@
 //! one place that knows what the children are.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use nix::sys::signal::Signal;
@@ -48,15 +48,14 @@ pub(crate) fn patroni(specs: &[ChildSpec]) -> Option<&ChildSpec> {
 const PATRONI: &str = "patroni";
 
 /// The child specs in start order. `extra_env` is added to every child
-/// (nss_wrapper, a packed major's libraries); `spilo` is this program,
-/// which schedules the backups.
+/// (nss_wrapper, a packed major's libraries). The backup scheduler is
+/// this program (`config.program`).
 pub(crate) fn specs(
     config: &Config,
     env: &Env,
     account: &Account,
     programs: &Programs,
     extra_env: &[(String, String)],
-    spilo: &Path,
 ) -> Vec<ChildSpec> {
     let mut base = vec![
         (
@@ -148,7 +147,7 @@ pub(crate) fn specs(
     if config.backup.is_some() {
         let spec = config.paths.backup_spec().display().to_string();
         let args = ["backup", "schedule", "--spec", &spec].map(str::to_owned);
-        let mut scheduler = child(BACKUP, &spilo.to_path_buf(), args.to_vec(), 0);
+        let mut scheduler = child(BACKUP, &config.program, args.to_vec(), 0);
         // Backups failing must never stop the database: restarted for as
         // long as it takes.
         scheduler.restart = Restart {
@@ -206,8 +205,7 @@ mod tests {
             switch: true,
             in_passwd: true,
         };
-        let spilo = Path::new("/usr/local/bin/spilo");
-        let specs = specs(&config, &env, &postgres, &programs, nss, spilo);
+        let specs = specs(&config, &env, &postgres, &programs, nss);
         let names = specs.iter().map(|s| s.name.clone()).collect();
         (config, specs, names)
     }

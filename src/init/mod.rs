@@ -42,8 +42,9 @@ pub struct Options {
     pub grace: Duration,
     /// The library preloaded for an arbitrary uid (LD_PRELOAD).
     pub nss_wrapper: String,
-    /// The binary Patroni's hooks call (normally this one).
-    pub hook_program: PathBuf,
+    /// This binary, which Patroni's hooks, the initdb shim and a clone's
+    /// bootstrap call back (the model's `program`).
+    pub program: PathBuf,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -103,29 +104,16 @@ pub fn run(env: &Env, options: &Options) -> Result<u8, InitError> {
     let nss_env = nss(&config, &account, options)?;
     warn_small_shm(&config);
     let library_env = majors::prepare(&config, &options.postgres_root)?;
-    let plan = plan(
-        &config,
-        &account,
-        checked,
-        start.ahead,
-        &options.hook_program,
-    )?;
+    let plan = plan(&config, &account, checked, start.ahead)?;
     let child_env: Vec<(String, String)> = nss_env.into_iter().chain(library_env).collect();
-    let specs = children::specs(
-        &config,
-        env,
-        &account,
-        &options.programs,
-        &child_env,
-        &options.hook_program,
-    );
+    let specs = children::specs(&config, env, &account, &options.programs, &child_env);
     write(&config, &account, &plan.outputs)?;
     if let (Some(ahead), Some(patroni)) = (&plan.ahead, children::patroni(&specs)) {
         // Before the supervisor, so that initdb overlaps etcd's and
         // Patroni's start-up; after every other write, so that an error
         // leaves no run behind.
         ahead.start(
-            &options.hook_program,
+            &config.program,
             &config.version.bin_dir.join("initdb"),
             patroni,
         )?;
@@ -173,6 +161,7 @@ fn check_input(env: &Env, options: &Options) -> Result<Input, InitError> {
     let system = System {
         postgres_root: options.postgres_root.clone(),
         unpacks: true,
+        program: options.program.clone(),
         ..System::default()
     };
     let config = Config::build(env, &system)?;
@@ -248,9 +237,8 @@ fn plan(
     account: &Account,
     checked: Vec<render::Output>,
     candidate: Option<initdb_ahead::Candidate>,
-    hook_program: &Path,
 ) -> Result<Plan, InitError> {
-    let hooks = hooks::install(config, hook_program)?;
+    let hooks = hooks::install(config)?;
     let template = patroni::Template::render(config)?;
     let mut additions = Additions {
         hooks: Some(hooks.commands),

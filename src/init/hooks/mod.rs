@@ -88,7 +88,7 @@ pub struct Install {
     pub commands: HookCommands,
 }
 
-pub fn install(config: &Config, program: &Path) -> Result<Install, serde_json::Error> {
+pub fn install(config: &Config) -> Result<Install, serde_json::Error> {
     let spec = Spec {
         bin_dir: config.version.bin_dir.clone(),
         socket_dir: config.paths.socket_dir(),
@@ -104,7 +104,7 @@ pub fn install(config: &Config, program: &Path) -> Result<Install, serde_json::E
     let command = |hook: &str| {
         format!(
             "{} hook {hook} {}",
-            shell_quote(&program.display().to_string()),
+            shell_quote(&config.program.display().to_string()),
             shell_quote(&path.display().to_string())
         )
     };
