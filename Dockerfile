@@ -96,6 +96,7 @@ RUN --mount=type=cache,id=spilo-cargo-registry,target=/root/.cargo/registry \
     multiarch=$(gcc -print-multiarch); \
     mkdir -p /out/bin "/out/lib/$multiarch/security"; \
     cp /target/release/spilo /out/bin/; \
+    ln -s spilo /out/bin/envdir; \
     cp /target/release/libpam_oauth2.so "/out/lib/$multiarch/security/pam_oauth2.so"
 
 # What the sources stage compiles (majors with source = "build"), planned
@@ -136,7 +137,8 @@ RUN spilo-build manifest && rm /usr/local/bin/spilo-build
 FROM scratch
 COPY --from=rootfs / /
 COPY --from=builder /out/lib/ /usr/lib/
-COPY --from=builder /out/bin/spilo /usr/local/bin/spilo
+COPY --from=builder /out/bin/ /usr/local/bin/
+COPY image/scripts/ /scripts/
 ARG BASE
 ARG VERSION=0.1.0
 LABEL org.opencontainers.image.title="spilo-rs" \

@@ -1,9 +1,11 @@
-//! Patroni's bootstraps of clones: `spilo clone-basebackup` copies a
-//! running cluster (CLONE_METHOD=CLONE_WITH_BASEBACKUP), `spilo
-//! clone-restore` runs pgBackRest's restore from the source's repository
-//! (CLONE_WITH_WALE). The source's major is checked before anything is
-//! copied, and the copy's after: a copy of another major would start with
-//! the wrong binaries, or be removed and copied again at every try.
+//! Copies of another cluster, for clones' bootstraps and standby leaders:
+//! `spilo basebackup` copies a running cluster (CLONE_WITH_BASEBACKUP, the
+//! basebackup_fast_xlog replica method), `spilo clone-restore` runs
+//! pgBackRest's restore from the source's repository (CLONE_WITH_WALE,
+//! bootstrap_standby_with_wale). The source's major is checked before
+//! anything is copied, and the copy's after: a copy of another major would
+//! start with the wrong binaries, or be removed and copied again at every
+//! try.
 
 use std::fs;
 use std::io;
@@ -41,7 +43,7 @@ pub enum CloneError {
     #[error("pgbackrest info of stanza {stanza}: {reason}")]
     Info { stanza: String, reason: String },
     #[error(
-        "the source's backups are of PostgreSQL {found}, this cluster runs {major} (PGVERSION): a clone needs the source's major; nothing was restored"
+        "the source's backups are of PostgreSQL {found}, this cluster runs {major} (PGVERSION): a clone or standby needs the source's major; nothing was restored"
     )]
     BackupMajor { found: String, major: u32 },
     #[error("cannot run {}: {source}", program.display())]
@@ -55,7 +57,7 @@ pub enum CloneError {
     #[error("the source answered server_version_num {0:?}: not a version")]
     Version(String),
     #[error(
-        "the source runs PostgreSQL {source_major}, this cluster {major} (PGVERSION): a clone needs the source's major; nothing was copied"
+        "the source runs PostgreSQL {source_major}, this cluster {major} (PGVERSION): a clone or standby needs the source's major; nothing was copied"
     )]
     Major { source_major: u32, major: u32 },
     #[error("the copy in {} is not PostgreSQL {major}: PG_VERSION says {found:?}", path.display())]
@@ -87,7 +89,7 @@ pub fn basebackup(clone: &Basebackup) -> Result<(), CloneError> {
         });
     }
     eprintln!(
-        "clone-basebackup: copying PostgreSQL {source_major} from {} into {}",
+        "basebackup: copying PostgreSQL {source_major} from {} into {}",
         clone.source,
         clone.pgdata.display()
     );
@@ -103,7 +105,7 @@ pub fn basebackup(clone: &Basebackup) -> Result<(), CloneError> {
     }
     status(&program, &mut command)?;
     copied_major(&clone.pgdata, clone.major)?;
-    eprintln!("clone-basebackup: copied");
+    eprintln!("basebackup: copied");
     Ok(())
 }
 
@@ -172,7 +174,10 @@ fn source_major(clone: &Basebackup) -> Result<u32, CloneError> {
         &program,
         Command::new(&program)
             .args(["-X", "-A", "-t", "-w", "-c", "SHOW server_version_num"])
-            .args(["-d", &clone.source]),
+            .args(["-d", &clone.source])
+            // Patroni's connection string for a replica method names no
+            // database; the replication user's own rarely exists.
+            .env("PGDATABASE", "postgres"),
     )?;
     let answer = String::from_utf8_lossy(&answer).trim().to_owned();
     major_of(&answer).ok_or(CloneError::Version(answer))
@@ -295,7 +300,7 @@ mod tests {
         let err = basebackup(&clone).unwrap_err().to_string();
         assert_eq!(
             err,
-            "the source runs PostgreSQL 15, this cluster 17 (PGVERSION): a clone needs the source's major; nothing was copied"
+            "the source runs PostgreSQL 15, this cluster 17 (PGVERSION): a clone or standby needs the source's major; nothing was copied"
         );
         assert!(untouched(&clone.pgdata));
     }
@@ -369,7 +374,7 @@ mod tests {
         let err = restore(&older).unwrap_err().to_string();
         assert_eq!(
             err,
-            "the source's backups are of PostgreSQL 15, this cluster runs 17 (PGVERSION): a clone needs the source's major; nothing was restored"
+            "the source's backups are of PostgreSQL 15, this cluster runs 17 (PGVERSION): a clone or standby needs the source's major; nothing was restored"
         );
         assert!(untouched(&older.pgdata));
 

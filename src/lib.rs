@@ -8,6 +8,7 @@ pub mod backup;
 pub mod clone;
 pub mod config;
 pub mod configure;
+pub mod envdir;
 pub(crate) mod files;
 pub mod init;
 pub mod render;

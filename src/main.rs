@@ -8,6 +8,7 @@ use spilo::backup;
 use spilo::clone;
 use spilo::config::Env;
 use spilo::configure;
+use spilo::envdir;
 use spilo::init::{self, children::Programs, hooks, initdb_ahead, logging};
 use spilo::render::Section;
 use spilo_layout::POSTGRES_ROOT;
@@ -79,21 +80,27 @@ enum Command {
     /// Runs initdb ahead of Patroni (started by `init`).
     #[command(hide = true)]
     InitdbAhead { dir: PathBuf },
-    /// Patroni's bootstrap of a clone by base backup (rendered from
-    /// CLONE_METHOD=CLONE_WITH_BASEBACKUP).
+    /// Patroni's copy of a running cluster: a clone's bootstrap
+    /// (CLONE_METHOD=CLONE_WITH_BASEBACKUP) or the basebackup_fast_xlog
+    /// replica method, which Patroni calls with its own parameters.
     #[command(hide = true)]
-    CloneBasebackup {
+    Basebackup {
         #[arg(long)]
         major: u32,
         #[arg(long)]
         bin_dir: PathBuf,
-        #[arg(long)]
+        #[arg(long, alias = "datadir")]
         pgdata: PathBuf,
         #[arg(long)]
         waldir: Option<PathBuf>,
         /// The source's connection string.
-        #[arg(long)]
+        #[arg(long, alias = "connstring")]
         source: String,
+        /// Patroni's other parameters of a replica method, not needed.
+        #[arg(long = "scope", hide = true)]
+        _scope: Option<String>,
+        #[arg(long = "role", hide = true)]
+        _role: Option<String>,
     },
     /// Patroni's bootstrap of a restore from the source's repository
     /// (rendered from CLONE_METHOD=CLONE_WITH_WALE).
@@ -163,6 +170,9 @@ fn main() -> ExitCode {
     let argv0 = PathBuf::from(args.next().unwrap_or_default());
     if initdb_ahead::called_as_shim(&argv0) {
         return initdb_ahead::shim(&argv0, args.collect());
+    }
+    if argv0.file_name().is_some_and(|name| name == "envdir") {
+        return envdir::run(args.collect());
     }
     let cli = Cli::parse();
     match cli.command {
@@ -236,14 +246,15 @@ fn main() -> ExitCode {
             }
         },
         Command::InitdbAhead { dir } => initdb_ahead::run(&dir),
-        Command::CloneBasebackup {
+        Command::Basebackup {
             major,
             bin_dir,
             pgdata,
             waldir,
             source,
+            ..
         } => clone_exit(
-            "clone-basebackup",
+            "basebackup",
             clone::basebackup(&clone::Basebackup {
                 major,
                 bin_dir,
@@ -315,7 +326,8 @@ fn main() -> ExitCode {
     }
 }
 
-/// A clone's bootstrap ends: its error on stderr, where Patroni logs it.
+/// A copy for a clone or a standby ends: its error on stderr, where
+/// Patroni logs it.
 fn clone_exit(name: &str, result: Result<(), clone::CloneError>) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -22,44 +22,6 @@ use nix::sys::signal::Signal;
 const S3_IP: &str = "127.0.0.30";
 const BUCKET: &str = "spilo-backups";
 
-/// Ends the current WAL segment (after a write, so that there is one) and
-/// waits until the node's archiver reports it archived; its name.
-fn switch_and_wait_archived(node: &Node, within: Duration) -> String {
-    sql(
-        node,
-        "CREATE TABLE IF NOT EXISTS switches (at timestamptz); INSERT INTO switches VALUES (now())",
-    );
-    let segment = sql(node, "SELECT pg_walfile_name(pg_switch_wal())");
-    assert_eq!(segment.len(), 24, "a segment name: {segment:?}");
-    let last = std::cell::RefCell::new(String::new());
-    poll(
-        &format!("{segment} archived on {}", node.name),
-        within,
-        Duration::from_millis(200),
-        || {
-            if let Ok(status) = node.psql(
-                "SELECT coalesce(last_archived_wal, '') || '|' || archived_count || '|' || failed_count || '|' || coalesce(last_failed_wal, '') FROM pg_stat_archiver",
-            ) {
-                *last.borrow_mut() = status;
-            }
-            let last = last.borrow();
-            let archived = last.split('|').next().unwrap_or_default();
-            // Same timeline and at least as far (the names are fixed-width
-            // hex; a history file sorts before its timeline's segments).
-            (archived.len() == 24 && archived[..8] == segment[..8] && archived >= segment.as_str())
-                .then_some(())
-        },
-        || {
-            format!(
-                "; pg_stat_archiver (last archived|archived|failed|last failed): {}{}",
-                last.borrow(),
-                node.log_tail()
-            )
-        },
-    );
-    segment
-}
-
 /// The archived copy of `segment` in the repository of `stanza`.
 /// A count or an epoch the node answers; None while it cannot.
 fn number(node: &Node, query: &str) -> Option<u64> {
@@ -304,6 +266,40 @@ fn backup_then_restore_to_time_and_latest(tag: &str, store: Store, store_dir: &P
     assert_eq!(source.wait_exit(Duration::from_secs(60)).code(), Some(0));
     let before = store.fingerprints(&source_scope);
     assert!(!before.is_empty());
+
+    // A time after the newest WAL (now: the source is stopped) cannot be
+    // reached: recovery says so, and no cluster opens on what it replayed.
+    let now = Command::new("date")
+        .args(["-u", "+%Y-%m-%d %H:%M:%S+00"])
+        .output()
+        .expect("date");
+    let mut clone_env = store.clone_env(&source_scope);
+    clone_env.push((
+        "CLONE_TARGET_TIME".into(),
+        String::from_utf8_lossy(&now.stdout).trim().to_owned(),
+    ));
+    let beyond = Node::start(
+        &scratch.path,
+        options(
+            "beyond",
+            "127.0.0.24",
+            Some(&etcd.hosts),
+            &format!("acid-{tag}-beyond"),
+            clone_env,
+        ),
+    );
+    beyond.wait_for(
+        "recovery to end before the target",
+        Duration::from_secs(180),
+        || {
+            assert_ne!(beyond.role().as_deref(), Some("primary"));
+            server_log(&beyond)
+                .contains("recovery ended before configured recovery target was reached")
+                .then_some(())
+        },
+    );
+    assert!(beyond.psql("INSERT INTO r VALUES (0)").is_err());
+    drop(beyond);
 
     // To a time: the state at `target`, nothing after.
     let mut clone_env = store.clone_env(&source_scope);

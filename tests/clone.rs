@@ -69,7 +69,7 @@ fn a_basebackup_clone_has_every_row_its_own_timeline_and_its_own_archive() {
     );
     wait_writable(&clone, Duration::from_secs(120));
     assert_eq!(r_summary(&clone), "500|1|500");
-    clone.assert_logged("clone-basebackup: copying PostgreSQL 15 from host=127.0.0.41");
+    clone.assert_logged("basebackup: copying PostgreSQL 15 from host=127.0.0.41");
     // Promoted at the end of the copy: a timeline after the source's.
     let next = u32::from_str_radix(&source_timeline, 16).unwrap() + 1;
     assert_eq!(timeline(&clone), format!("{next:08X}"));
@@ -111,5 +111,5 @@ fn a_clone_of_a_source_that_does_not_answer_never_becomes_an_empty_new_cluster()
         ),
     );
     never_an_empty_cluster(&mut node, Duration::from_secs(60));
-    node.assert_logged("spilo clone-basebackup: error: ");
+    node.assert_logged("spilo basebackup: error: ");
 }

@@ -930,18 +930,42 @@ const CATALOGUE: &[Bad] = &[
         "CLONE_HOST: CLONE_METHOD=CLONE_WITH_BASEBACKUP needs the source cluster's host",
     ),
     bad(
+        &[("STANDBY_METHOD", "STANDBY_WITH_WALE")],
+        "STANDBY_METHOD: STANDBY_WITH_WALE needs the source's archive",
+    ),
+    bad(
         &[
             ("STANDBY_METHOD", "STANDBY_WITH_WALE"),
-            ("STANDBY_WALE_S3_PREFIX", "s3://b/spilo/s/wal/15"),
+            ("STANDBY_WALE_S3_PREFIX", "s3://b/backups/s"),
         ],
-        "STANDBY_METHOD: a standby cluster fed from an archive is not supported yet",
+        "STANDBY_WALE_S3_PREFIX=s3://b/backups/s: expected s3://BUCKET/spilo/SCOPE[/UID]/wal[/MAJOR]",
+    ),
+    bad(
+        &[
+            ("SCOPE", "acid-source"),
+            ("WAL_S3_BUCKET", "backups"),
+            (
+                "STANDBY_WALE_S3_PREFIX",
+                "s3://backups/spilo/acid-source/wal/17",
+            ),
+        ],
+        "SCOPE: this cluster's repository (/spilo/acid-source/pgbackrest) is its source's",
+    ),
+    bad(
+        &[
+            ("CLONE_METHOD", "CLONE_WITH_WALE"),
+            ("CLONE_SCOPE", "old"),
+            ("CLONE_WAL_S3_BUCKET", "wal"),
+            ("CLONE_TARGET_TIME", "2999-01-01 00:00:00+00"),
+        ],
+        "CLONE_TARGET_TIME=2999-01-01 00:00:00+00: is in the future",
     ),
     bad(
         &[
             ("STANDBY_HOST", "acid-source"),
             ("CLONE_METHOD", "CLONE_WITH_BASEBACKUP"),
         ],
-        "STANDBY_HOST: a standby cluster follows its source and cannot also be a clone",
+        "CLONE_METHOD: a standby cluster (STANDBY_*) follows its source and cannot also be a clone",
     ),
     bad(
         &[("CLONE_METHOD", "CLONE_WITH_MAGIC")],

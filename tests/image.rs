@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use image_support::{
     Container, IMAGE, Network, READY, compressed_image, image, majors, manifest, members, ok,
-    serial, wait_for,
+    output, serial, wait_for,
 };
 
 #[test]
@@ -457,4 +457,23 @@ fn backups_go_to_a_mounted_directory_with_a_read_only_root() {
     let table = node.exec(&["spilo", "backup", "list"]);
     let table = String::from_utf8_lossy(&table.stdout).into_owned();
     assert!(table.contains("full"), "{table}");
+
+    // A standby of this cluster's archive fetches the segment through the
+    // operator's restore_command: envdir, /scripts/restore_command.sh and
+    // pgBackRest, with the env-standby `spilo configure` writes (in an
+    // RW_DIR of its own, beside the running node's).
+    let fetch = format!(
+        "set -e; env RW_DIR=/tmp/standby SCOPE=imaged-standby STANDBY_SCOPE=imaged STANDBY_WAL_LOCAL_PATH=/backups spilo configure patroni backup; \
+         envdir \"/tmp/standby/etc/wal-e.d/env-standby\" /scripts/restore_command.sh \"{segment}\" \"/tmp/{segment}\"; \
+         stat -c %s /tmp/{segment}"
+    );
+    let out = output(&[
+        "exec", "--user", "postgres", &node.name, "/bin/sh", "-c", &fetch,
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).lines().last(),
+        Some("16777216"),
+        "{out:?}"
+    );
 }

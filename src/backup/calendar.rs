@@ -39,6 +39,18 @@ pub(crate) fn civil_from_days(days: i64) -> Date {
     }
 }
 
+/// Days since 1970-01-01 of `date`.
+pub(crate) fn days_from_civil(date: Date) -> i64 {
+    let month = i64::from(date.month);
+    let year = if month <= 2 { date.year - 1 } else { date.year };
+    let era = year.div_euclid(400);
+    let year_of_era = year - era * 400;
+    let shifted_month = (month + 9) % 12; // March = 0
+    let day_of_year = (153 * shifted_month + 2) / 5 + i64::from(date.day) - 1;
+    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
+    era * 146_097 + day_of_era - 719_468
+}
+
 /// Day of the week of `days` after 1970-01-01 (a Thursday): 0 = Sunday.
 pub(crate) fn weekday(days: i64) -> u32 {
     (days + 4).rem_euclid(7) as u32
@@ -63,18 +75,6 @@ pub(crate) fn format_utc(unix_seconds: i64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// Days since 1970-01-01 of `date`.
-    pub(crate) fn days_from_civil(date: Date) -> i64 {
-        let month = i64::from(date.month);
-        let year = if month <= 2 { date.year - 1 } else { date.year };
-        let era = year.div_euclid(400);
-        let year_of_era = year - era * 400;
-        let shifted_month = (month + 9) % 12; // March = 0
-        let day_of_year = (153 * shifted_month + 2) / 5 + i64::from(date.day) - 1;
-        let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
-        era * 146_097 + day_of_era - 719_468
-    }
 
     fn date(year: i64, month: u32, day: u32) -> Date {
         Date { year, month, day }

@@ -3,7 +3,7 @@
 //! next to Patroni, a backup on demand, and the list of backups.
 
 mod archiving;
-mod calendar;
+pub(crate) mod calendar;
 pub mod cron;
 pub(crate) mod info;
 mod pgbackrest;

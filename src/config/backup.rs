@@ -1,13 +1,15 @@
 //! Backups and restores with pgBackRest, from Spilo's variables: which
 //! store (S3, GCS, Azure or a mounted directory), where in it (Spilo's
 //! `spilo/{prefix}{scope}{suffix}/` naming), the schedule and retention;
-//! and a restore of another cluster's repository into this new one
-//! (`CLONE_METHOD=CLONE_WITH_WALE`, the `CLONE_`-prefixed store).
+//! a restore of another cluster's repository into this new one
+//! (`CLONE_METHOD=CLONE_WITH_WALE`, the `CLONE_`-prefixed store); and the
+//! source's repository a standby cluster replays (`STANDBY_`-prefixed).
 
 use std::path::{Path, PathBuf};
 
 use super::env::{Env, parse_bool};
 use super::error::ConfigError;
+use crate::backup::calendar;
 use crate::backup::cron::Schedule;
 
 /// This cluster's own backups.
@@ -40,6 +42,15 @@ pub(crate) struct Restore {
     /// USE_PAUSE_AT_RECOVERY_TARGET: recovery pauses at the target, for
     /// someone to look before promoting, instead of promoting.
     pub(crate) pause_at_target: bool,
+}
+
+/// Another cluster's repository this one reads and never writes: a
+/// standby cluster's source archive.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Archive {
+    pub(crate) repository: Repository,
+    /// The source cluster's stanza.
+    pub(crate) stanza: String,
 }
 
 /// A pgBackRest repository: the store and the path in it.
@@ -220,15 +231,21 @@ impl Restore {
             env,
             prefix: "CLONE_",
         };
-        let repository = Repository::from_vars(&vars, stanza, "")?.ok_or_else(|| {
-            ConfigError::inconsistent(
-                "CLONE_METHOD",
-                "CLONE_WITH_WALE needs the source's store: CLONE_WAL_S3_BUCKET, CLONE_WAL_GS_BUCKET, CLONE_AZURE_STORAGE_ACCOUNT or CLONE_WAL_LOCAL_PATH",
-            )
-        })?;
+        let repository = Archive::from_vars(&vars)?
+            .ok_or_else(|| {
+                ConfigError::inconsistent(
+                    "CLONE_METHOD",
+                    "CLONE_WITH_WALE needs the source's store: CLONE_WAL_S3_BUCKET, CLONE_WAL_GS_BUCKET, CLONE_AZURE_STORAGE_ACCOUNT, CLONE_WAL_LOCAL_PATH or the operator's CLONE_WALE_S3_PREFIX",
+                )
+            })?
+            .repository;
         let target_time = env
             .get("CLONE_TARGET_TIME")
-            .map(|t| target_time(t.trim()))
+            .map(|t| {
+                let (text, unix) = target_time(t.trim())?;
+                not_in_the_future(t, unix)?;
+                Ok::<_, ConfigError>(text)
+            })
             .transpose()?;
         let target_inclusive = match env.get("CLONE_TARGET_INCLUSIVE") {
             None => true,
@@ -262,6 +279,145 @@ impl Restore {
             pause_at_target,
         }))
     }
+}
+
+impl Repository {
+    /// The same repository: the same store and path.
+    pub(crate) fn same_place(&self, other: &Repository) -> bool {
+        let store = match (&self.store, &other.store) {
+            (Store::S3(a), Store::S3(b)) => a.bucket == b.bucket && a.endpoint == b.endpoint,
+            (Store::Gcs { bucket: a, .. }, Store::Gcs { bucket: b, .. }) => a == b,
+            (
+                Store::Azure {
+                    account: a,
+                    container: c,
+                    ..
+                },
+                Store::Azure {
+                    account: b,
+                    container: d,
+                    ..
+                },
+            ) => a == b && c == d,
+            (Store::Posix, Store::Posix) => true,
+            _ => false,
+        };
+        store && self.path.trim_end_matches('/') == other.path.trim_end_matches('/')
+    }
+}
+
+impl Archive {
+    /// A standby's source archive: the operator's STANDBY_WALE_S3_PREFIX
+    /// or STANDBY_WALE_GS_PREFIX (the source's WAL-G path, beside which
+    /// its pgBackRest repository is), or Spilo's STANDBY_WAL_S3_BUCKET /
+    /// STANDBY_WAL_GS_BUCKET with STANDBY_SCOPE; None when none is set.
+    pub(crate) fn standby_from_env(env: &Env) -> Result<Option<Self>, ConfigError> {
+        Self::from_vars(&Prefixed {
+            env,
+            prefix: "STANDBY_",
+        })
+    }
+
+    /// A source's repository from its prefixed variables: a WAL-G path, or
+    /// a store with the source's SCOPE.
+    fn from_vars(vars: &Prefixed) -> Result<Option<Self>, ConfigError> {
+        let scope = vars.get("SCOPE");
+        let prefixes: Vec<(String, &str)> = ["WALE_S3_PREFIX", "WALE_GS_PREFIX"]
+            .iter()
+            .filter_map(|v| vars.get(v))
+            .collect();
+        match prefixes.as_slice() {
+            [] => {}
+            [(var, value)] => return wal_prefix(vars, var, value, scope).map(Some),
+            [first, second, ..] => {
+                return Err(ConfigError::inconsistent(
+                    &first.0,
+                    format!("{} is set too: one source archive at a time", second.0),
+                ));
+            }
+        }
+        let Some((scope_var, scope)) = scope else {
+            return match STORES.iter().find_map(|v| vars.get(v)) {
+                Some((var, _)) => Err(ConfigError::inconsistent(
+                    &var,
+                    format!("needs {}SCOPE, the source cluster's name", vars.prefix),
+                )),
+                None => Ok(None),
+            };
+        };
+        stanza_name(&scope_var, scope)?;
+        Ok(
+            Repository::from_vars(vars, scope, "")?.map(|repository| Archive {
+                repository,
+                stanza: scope.to_owned(),
+            }),
+        )
+    }
+}
+
+/// The source's repository from its WAL-G path
+/// (`s3://BUCKET/spilo/SCOPE[/UID]/wal[/MAJOR]`): the `pgbackrest` folder
+/// beside `wal`, the stanza STANDBY_SCOPE or the folder after `spilo/`.
+fn wal_prefix(
+    vars: &Prefixed,
+    var: &str,
+    value: &str,
+    scope: Option<(String, &str)>,
+) -> Result<Archive, ConfigError> {
+    let scheme = if var.ends_with("S3_PREFIX") {
+        "s3"
+    } else {
+        "gs"
+    };
+    let bad = || {
+        ConfigError::invalid(
+            var,
+            value,
+            format!(
+                "expected {scheme}://BUCKET/spilo/SCOPE[/UID]/wal[/MAJOR], the source's WAL path"
+            ),
+        )
+    };
+    let rest = value
+        .trim()
+        .strip_prefix(&format!("{scheme}://"))
+        .ok_or_else(bad)?;
+    let (bucket, path) = rest.split_once('/').ok_or_else(bad)?;
+    let mut parts: Vec<&str> = path.trim_end_matches('/').split('/').collect();
+    if parts
+        .last()
+        .is_some_and(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+    {
+        parts.pop();
+    }
+    if parts.pop() != Some("wal")
+        || parts
+            .iter()
+            .any(|p| p.is_empty() || *p == ".." || p.chars().any(char::is_whitespace))
+    {
+        return Err(bad());
+    }
+    let folder = parts
+        .iter()
+        .position(|p| *p == "spilo")
+        .and_then(|at| parts.get(at + 1))
+        .ok_or_else(bad)?;
+    let (stanza_var, stanza) = match &scope {
+        Some((name, scope)) => (name.as_str(), *scope),
+        None => (var, *folder),
+    };
+    stanza_name(stanza_var, stanza)?;
+    let store = match scheme {
+        "s3" => Store::S3(s3(vars, var, bucket)?),
+        _ => gcs(vars, var, bucket)?,
+    };
+    Ok(Archive {
+        repository: Repository {
+            store,
+            path: format!("/{}/pgbackrest", parts.join("/")),
+        },
+        stanza: stanza.to_owned(),
+    })
 }
 
 impl Repository {
@@ -301,20 +457,7 @@ impl Repository {
         let folder = format!("/spilo/{prefix}{scope}{suffix}/pgbackrest");
         let (store, path) = match var.trim_start_matches(vars.prefix) {
             "WAL_S3_BUCKET" => (Store::S3(s3(vars, &var, value)?), folder),
-            "WAL_GS_BUCKET" => {
-                bucket_name(&var, value)?;
-                let key_file = vars
-                    .get("GOOGLE_APPLICATION_CREDENTIALS")
-                    .map(|(name, path)| existing_file(&name, path))
-                    .transpose()?;
-                (
-                    Store::Gcs {
-                        bucket: value.to_owned(),
-                        key_file,
-                    },
-                    folder,
-                )
-            }
+            "WAL_GS_BUCKET" => (gcs(vars, &var, value)?, folder),
             "AZURE_STORAGE_ACCOUNT" => (azure(vars, value)?, folder),
             _ => {
                 let dir = Path::new(value);
@@ -409,6 +552,18 @@ fn s3(vars: &Prefixed, var: &str, bucket: &str) -> Result<S3, ConfigError> {
         credentials,
         kms_key_id,
         ca_file,
+    })
+}
+
+fn gcs(vars: &Prefixed, var: &str, bucket: &str) -> Result<Store, ConfigError> {
+    bucket_name(var, bucket)?;
+    let key_file = vars
+        .get("GOOGLE_APPLICATION_CREDENTIALS")
+        .map(|(name, path)| existing_file(&name, path))
+        .transpose()?;
+    Ok(Store::Gcs {
+        bucket: bucket.to_owned(),
+        key_file,
     })
 }
 
@@ -617,8 +772,8 @@ fn number(
 /// A timestamp with a time zone, as pgBackRest's `--target` takes it
 /// (PostgreSQL reads the same): `YYYY-MM-DD HH:MM:SS[.frac]` and an
 /// offset (`+HH`, `+HH:MM`, `+HHMM`) or `Z`; a `T` between date and time
-/// is accepted.
-fn target_time(value: &str) -> Result<String, ConfigError> {
+/// is accepted. Also its unix time.
+fn target_time(value: &str) -> Result<(String, i64), ConfigError> {
     let bad = || {
         ConfigError::invalid(
             "CLONE_TARGET_TIME",
@@ -646,6 +801,7 @@ fn target_time(value: &str) -> Result<String, ConfigError> {
         && (1..=6).contains(&fraction.len())
         && fraction.bytes().all(|b| b.is_ascii_digit());
     let offset = zone[1..].replace(':', "");
+    let number = |s: &str| s.parse::<i64>().unwrap_or(0);
     // Offsets from -12 to +14 hours, as pgBackRest reads them.
     let hours = offset.get(..2).and_then(|h| h.parse::<i32>().ok());
     let zone_ok = (digits(&offset, 2) || digits(&offset, 4))
@@ -659,7 +815,39 @@ fn target_time(value: &str) -> Result<String, ConfigError> {
     if !(date_ok && clock_ok && zone_ok) {
         return Err(bad());
     }
-    Ok(format!("{date} {clock}{}{offset}", &zone[..1]))
+    let field = |s: &str, at: std::ops::Range<usize>| s.get(at).map_or(0, number);
+    let days = calendar::days_from_civil(calendar::Date {
+        year: field(date, 0..4),
+        month: field(date, 5..7) as u32,
+        day: field(date, 8..10) as u32,
+    });
+    let offset_seconds = (field(&offset, 0..2) * 3600 + field(&offset, 2..4) * 60)
+        * if zone.starts_with('-') { -1 } else { 1 };
+    let unix = days * calendar::SECONDS_PER_DAY
+        + field(whole, 0..2) * 3600
+        + field(whole, 3..5) * 60
+        + field(whole, 6..8)
+        - offset_seconds;
+    Ok((format!("{date} {clock}{}{offset}", &zone[..1]), unix))
+}
+
+/// A target in the future cannot be reached: recovery would replay all
+/// WAL there is and fail.
+fn not_in_the_future(value: &str, unix: i64) -> Result<(), ConfigError> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    if unix > now {
+        return Err(ConfigError::invalid(
+            "CLONE_TARGET_TIME",
+            value,
+            format!(
+                "is in the future (now is {} UTC): leave it unset to restore the newest state",
+                calendar::format_utc(now)
+            ),
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -928,6 +1116,26 @@ mod tests {
         );
         let other = env(&[("CLONE_METHOD", "CLONE_WITH_BASEBACKUP")]);
         assert_eq!(Restore::from_env(&other).unwrap(), None);
+        // The operator's clone from spec.clone.s3_wal_path.
+        let operator = env(&[
+            ("CLONE_METHOD", "CLONE_WITH_WALE"),
+            ("CLONE_SCOPE", "acid-old"),
+            (
+                "CLONE_WALE_S3_PREFIX",
+                "s3://backups/spilo/acid-old/9b1e/wal/15",
+            ),
+            ("CLONE_WAL_BUCKET_SCOPE_PREFIX", ""),
+            ("CLONE_TARGET_TIME", ""),
+            ("CLONE_AWS_ENDPOINT", "https://minio.storage:9000"),
+        ]);
+        let r = Restore::from_env(&operator).unwrap().unwrap();
+        assert_eq!(r.stanza, "acid-old");
+        assert_eq!(r.repository.path, "/spilo/acid-old/9b1e/pgbackrest");
+        assert_eq!(r.target_time, None);
+        assert!(matches!(
+            &r.repository.store,
+            Store::S3(s3) if s3.bucket == "backups" && s3.endpoint.as_deref() == Some("minio.storage")
+        ));
     }
 
     #[test]
@@ -940,7 +1148,7 @@ mod tests {
             ),
             ("2026-12-01T10:11:12-0530", "2026-12-01 10:11:12-0530"),
         ] {
-            assert_eq!(target_time(given).unwrap(), read, "{given}");
+            assert_eq!(target_time(given).unwrap().0, read, "{given}");
         }
         for bad in [
             "2026-12-01 10:11:12",
@@ -953,5 +1161,32 @@ mod tests {
             let err = target_time(bad).unwrap_err().to_string();
             assert!(err.starts_with("CLONE_TARGET_TIME="), "{err}");
         }
+        assert_eq!(target_time("1970-01-02 00:00:00+00").unwrap().1, 86_400);
+        assert_eq!(
+            target_time("2026-12-02T09:56:52.5-05:30").unwrap().1,
+            1_796_205_412 + 5 * 3600 + 1800
+        );
+        assert_eq!(
+            target_time("2026-12-02 09:56:52Z").unwrap().1,
+            1_796_205_412
+        );
+    }
+
+    #[test]
+    fn a_target_in_the_future_is_refused() {
+        let clone = |time: &str| {
+            Restore::from_env(&env(&[
+                ("CLONE_METHOD", "CLONE_WITH_WALE"),
+                ("CLONE_SCOPE", "acid-source"),
+                ("CLONE_WAL_S3_BUCKET", "bucket"),
+                ("CLONE_TARGET_TIME", time),
+            ]))
+        };
+        let err = clone("2999-01-01 00:00:00+00").unwrap_err().to_string();
+        assert!(
+            err.starts_with("CLONE_TARGET_TIME=") && err.contains("is in the future"),
+            "{err}"
+        );
+        assert!(clone("2020-01-01 00:00:00+00").is_ok());
     }
 }

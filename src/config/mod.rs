@@ -147,8 +147,8 @@ impl Config {
         let standby = Standby::from_env(env)?;
         if standby.is_some() && env.get("CLONE_METHOD").is_some() {
             return Err(ConfigError::inconsistent(
-                "STANDBY_HOST",
-                "a standby cluster follows its source and cannot also be a clone (CLONE_METHOD)",
+                "CLONE_METHOD",
+                "a standby cluster (STANDBY_*) follows its source and cannot also be a clone",
             ));
         }
         // A restore is a bootstrap: a data directory that holds a cluster
@@ -158,6 +158,31 @@ impl Config {
         } else {
             (Restore::from_env(env)?, BasebackupClone::from_env(env)?)
         };
+        // A clone or a promoted standby writing into its source's
+        // repository would mix its WAL into the source's and expire the
+        // source's backups: same system identifier, same stanza.
+        let sources = [
+            restore.as_ref().map(|r| &r.repository),
+            standby
+                .as_ref()
+                .and_then(|s| s.archive.as_ref())
+                .map(|a| &a.repository),
+        ];
+        if let Some(own) = &backup {
+            if sources
+                .into_iter()
+                .flatten()
+                .any(|s| s.same_place(&own.repository))
+            {
+                return Err(ConfigError::inconsistent(
+                    "SCOPE",
+                    format!(
+                        "this cluster's repository ({}) is its source's: give it another SCOPE or WAL_BUCKET_SCOPE_SUFFIX, a clone or standby never writes to its source's backups",
+                        own.repository.path
+                    ),
+                ));
+            }
+        }
         if backup.as_ref().is_some_and(Backup::guesses_region) {
             warnings.push(
                 "AWS_REGION is not set: the bucket is taken to be in us-east-1 (set AWS_REGION for any other)".to_owned(),

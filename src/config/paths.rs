@@ -158,6 +158,17 @@ impl Paths {
         self.pgbackrest_dir().join("restore.conf")
     }
 
+    /// The repository a standby cluster replays (STANDBY_*).
+    pub(crate) fn pgbackrest_standby_config(&self) -> PathBuf {
+        self.pgbackrest_dir().join("standby.conf")
+    }
+
+    /// Spilo's env-standby directory, which the operator's standby
+    /// restore_command reads with envdir.
+    pub(crate) fn standby_env_dir(&self) -> PathBuf {
+        self.rw_dir.join("etc/wal-e.d/env-standby")
+    }
+
     /// What the backup commands need (`backup::Spec`).
     pub(crate) fn backup_spec(&self) -> PathBuf {
         self.rw_dir.join("backup.json")

@@ -1,4 +1,4 @@
-//! Patroni's bootstrap of a clone by base backup: `spilo clone-basebackup`
+//! Patroni's bootstrap of a clone by base backup: `spilo basebackup`
 //! copies the source, then recovery stops at the copy's end and promotes,
 //! so the clone goes on from a timeline of its own.
 
@@ -29,7 +29,7 @@ fn conninfo(config: &Config, clone: &BasebackupClone) -> String {
 /// The bootstrap method.
 pub(crate) fn method(config: &Config, clone: &BasebackupClone) -> Value {
     let mut command = format!(
-        "{} clone-basebackup --major {} --bin-dir {} --pgdata {}",
+        "{} basebackup --major {} --bin-dir {} --pgdata {}",
         shell_quote(&config.program.display().to_string()),
         config.version.major,
         shell_quote(&config.version.bin_dir.display().to_string()),
@@ -105,7 +105,7 @@ mod tests {
         let clone = config.basebackup_clone.as_ref().unwrap();
         let method = method(&config, clone);
         let command = method["command"].as_str().unwrap();
-        assert!(command.contains(" clone-basebackup --major "), "{command}");
+        assert!(command.contains(" basebackup --major "), "{command}");
         assert!(
             command.ends_with(&format!(
                 " --source 'host=acid-source.default port=5432 user=standby dbname=postgres application_name={} passfile={}'",

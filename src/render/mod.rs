@@ -7,6 +7,7 @@ pub mod certificate;
 pub(crate) mod clone;
 pub(crate) mod patroni;
 pub(crate) mod pgbackrest;
+pub(crate) mod standby;
 pub(crate) mod templates;
 pub(crate) mod yaml;
 
@@ -117,8 +118,8 @@ pub fn plan(config: &Config, sections: &[Section]) -> Result<Vec<Output>, Render
     Ok(out)
 }
 
-/// The Patroni configuration file of a tree, the link to it, and the
-/// pgpass file of its bootstrap's clone.
+/// The Patroni configuration file of a tree, the link to it, the pgpass
+/// file of its bootstrap's clone and a standby's env-standby directory.
 pub(crate) fn patroni_files(
     config: &Config,
     tree: Map<String, Value>,
@@ -146,6 +147,7 @@ pub(crate) fn patroni_files(
         },
     ];
     out.extend(clone::files(config));
+    out.extend(standby::files(config));
     Ok(out)
 }
 

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{Map, Value, json};
 
-use super::{RenderError, clone, pgbackrest};
+use super::{RenderError, clone, pgbackrest, standby};
 use crate::config::{Config, merge};
 
 /// What `init` adds to Patroni's configuration, beneath the user's (so
@@ -119,7 +119,8 @@ fn template(config: &Config) -> Result<Map<String, Value>, RenderError> {
         "pg_hba": config.auth.default_hba(),
         "archive_command": pgbackrest::archive_command(config).unwrap_or_else(|| "/bin/true".to_owned()),
         "restore_command": pgbackrest::restore_command(config),
-        "standby_cluster": config.standby.as_ref().map(standby_cluster),
+        "standby_cluster": config.standby.as_ref().map(|s| standby::standby_cluster(config, s)),
+        "replica_methods": standby::replica_methods(config),
         "bootstrap_method_name": bootstrap_method.as_ref().map(|(name, _)| name),
         "bootstrap_method": bootstrap_method.map(|(_, method)| method),
     });
@@ -194,20 +195,6 @@ pub(crate) fn redact(value: &mut Value, secrets: &[String]) {
         Value::String(s) if super::holds_secret(s, secrets) => *s = super::REDACTED.to_owned(),
         _ => {}
     }
-}
-
-/// `bootstrap.dcs.standby_cluster`: the standby leader copies the source
-/// with pg_basebackup, then streams from it.
-fn standby_cluster(standby: &crate::config::Standby) -> Value {
-    let mut cluster = json!({
-        "host": standby.host,
-        "port": standby.port,
-        "create_replica_methods": ["basebackup"],
-    });
-    if let Some(slot) = &standby.primary_slot_name {
-        cluster["primary_slot_name"] = json!(slot);
-    }
-    cluster
 }
 
 #[cfg(test)]
@@ -307,14 +294,20 @@ mod tests {
             json!({
                 "host": "acid-source.default",
                 "port": 5432,
-                "create_replica_methods": ["basebackup"],
+                "create_replica_methods": [standby::BASEBACKUP],
                 "primary_slot_name": "standby_slot",
             })
         );
-        assert_eq!(
-            tree_for(&[])["bootstrap"]["dcs"].get("standby_cluster"),
-            None
-        );
+        // The methods the operator's standby patch names are defined.
+        for method in [standby::BASEBACKUP, standby::FROM_ARCHIVE] {
+            assert!(
+                tree["postgresql"][method]["command"].is_string(),
+                "{method}"
+            );
+        }
+        let plain = tree_for(&[]);
+        assert_eq!(plain["bootstrap"]["dcs"].get("standby_cluster"), None);
+        assert!(plain["postgresql"][standby::BASEBACKUP]["command"].is_string());
     }
 
     #[test]

@@ -22,7 +22,7 @@ pub(crate) fn files(config: &Config) -> Vec<Output> {
     let paths = &config.paths;
     let mut out = Vec::new();
     if let Some(backup) = &config.backup {
-        let mut global = repository(&backup.repository);
+        let mut global = repository_options(&backup.repository);
         global.extend([
             ("repo1-retention-full-type", "count".to_owned()),
             ("repo1-retention-full", backup.retain_full.to_string()),
@@ -46,8 +46,19 @@ pub(crate) fn files(config: &Config) -> Vec<Output> {
             &backup.stanza,
         ));
     }
-    if let Some(restore) = &config.restore {
-        let mut global = repository(&restore.repository);
+    // The sources' repositories, read and never written.
+    let archive = config.standby.as_ref().and_then(|s| s.archive.as_ref());
+    for (path, repository, stanza) in [
+        config
+            .restore
+            .as_ref()
+            .map(|r| (paths.pgbackrest_restore_config(), &r.repository, &r.stanza)),
+        archive.map(|a| (paths.pgbackrest_standby_config(), &a.repository, &a.stanza)),
+    ]
+    .into_iter()
+    .flatten()
+    {
+        let mut global = repository_options(repository);
         global.push((
             "process-max",
             config
@@ -56,12 +67,7 @@ pub(crate) fn files(config: &Config) -> Vec<Output> {
                 .map_or(1, |b| b.process_max)
                 .to_string(),
         ));
-        out.push(file(
-            config,
-            paths.pgbackrest_restore_config(),
-            global,
-            &restore.stanza,
-        ));
+        out.push(file(config, path, global, stanza));
     }
     out
 }
@@ -132,7 +138,7 @@ fn section(name: &str, options: &Options) -> String {
 }
 
 /// The `repo1-*` options of a repository.
-fn repository(repository: &Repository) -> Options {
+fn repository_options(repository: &Repository) -> Options {
     let mut options: Options = Vec::new();
     match &repository.store {
         Store::S3(s3) => {
@@ -215,7 +221,7 @@ fn repository(repository: &Repository) -> Options {
 }
 
 /// `pgbackrest --config=... --stanza=...` for a configuration file.
-fn command(config_file: &std::path::Path, stanza: &str) -> String {
+pub(crate) fn command(config_file: &std::path::Path, stanza: &str) -> String {
     format!(
         "{PROGRAM} {} {}",
         shell_quote(&format!("--config={}", config_file.display())),
@@ -269,19 +275,23 @@ pub(crate) fn restore_method(config: &Config, restore: &Restore) -> Value {
             recovery["recovery_target_inclusive"] = json!(false);
         }
     }
-    // spilo checks the backups' major first (`clone::restore`).
-    let wrapper = format!(
+    json!({
+        "command": format!("{} {base}{restore_args}", restore_wrapper(config, &restore.stanza)),
+        "no_params": true,
+        "recovery_conf": recovery,
+    })
+}
+
+/// `spilo clone-restore`, which checks the backups' major before it runs
+/// the pgBackRest restore that follows (`clone::restore`).
+pub(crate) fn restore_wrapper(config: &Config, stanza: &str) -> String {
+    format!(
         "{} clone-restore --major {} --pgdata {} --stanza {} --",
         shell_quote(&config.program.display().to_string()),
         config.version.major,
         shell_quote(&config.paths.pgdata.display().to_string()),
-        shell_quote(&restore.stanza),
-    );
-    json!({
-        "command": format!("{wrapper} {base}{restore_args}"),
-        "no_params": true,
-        "recovery_conf": recovery,
-    })
+        shell_quote(stanza),
+    )
 }
 
 #[cfg(test)]

@@ -353,12 +353,33 @@ impl Store<'_> {
         }
     }
 
+    /// The operator's clone variables (`spec.clone` with the global
+    /// bucket and no uid; a test's CA for moto).
     pub fn clone_env(&self, source_scope: &str) -> Vec<(String, String)> {
         let mut env = vec![
             ("CLONE_METHOD".to_owned(), "CLONE_WITH_WALE".to_owned()),
             ("CLONE_SCOPE".to_owned(), source_scope.to_owned()),
+            ("CLONE_WAL_BUCKET_SCOPE_PREFIX".to_owned(), String::new()),
+            ("CLONE_WAL_BUCKET_SCOPE_SUFFIX".to_owned(), String::new()),
         ];
-        env.extend(clone_prefixed(&self.env()));
+        match self {
+            Store::S3(s3) => {
+                let endpoint = s3.endpoint();
+                env.extend(clone_prefixed(&[
+                    ("WAL_S3_BUCKET".to_owned(), s3.bucket.clone()),
+                    ("AWS_ENDPOINT".to_owned(), endpoint.clone()),
+                    ("WALE_S3_ENDPOINT".to_owned(), endpoint),
+                    ("AWS_ACCESS_KEY_ID".to_owned(), ACCESS_KEY.to_owned()),
+                    ("AWS_SECRET_ACCESS_KEY".to_owned(), SECRET_KEY.to_owned()),
+                    ("AWS_S3_FORCE_PATH_STYLE".to_owned(), "1".to_owned()),
+                    (
+                        "WALG_S3_CA_CERT_FILE".to_owned(),
+                        s3.tls.ca.display().to_string(),
+                    ),
+                ]));
+            }
+            Store::Posix(_) => env.extend(clone_prefixed(&self.env())),
+        }
         env
     }
 
@@ -729,4 +750,42 @@ pub fn never_an_empty_cluster(node: &mut Node, within: Duration) {
     } else {
         eprintln!("spilo init still running, no primary, after {within:?}");
     }
+}
+
+/// Ends the current WAL segment (after a write, so that there is one) and
+/// waits until the node's archiver reports it archived; its name.
+pub fn switch_and_wait_archived(node: &Node, within: Duration) -> String {
+    sql(
+        node,
+        "CREATE TABLE IF NOT EXISTS switches (at timestamptz); INSERT INTO switches VALUES (now())",
+    );
+    let segment = sql(node, "SELECT pg_walfile_name(pg_switch_wal())");
+    assert_eq!(segment.len(), 24, "a segment name: {segment:?}");
+    let last = std::cell::RefCell::new(String::new());
+    poll(
+        &format!("{segment} archived on {}", node.name),
+        within,
+        Duration::from_millis(200),
+        || {
+            if let Ok(status) = node.psql(
+                "SELECT coalesce(last_archived_wal, '') || '|' || archived_count || '|' || failed_count || '|' || coalesce(last_failed_wal, '') FROM pg_stat_archiver",
+            ) {
+                *last.borrow_mut() = status;
+            }
+            let last = last.borrow();
+            let archived = last.split('|').next().unwrap_or_default();
+            // Same timeline and at least as far (the names are fixed-width
+            // hex; a history file sorts before its timeline's segments).
+            (archived.len() == 24 && archived[..8] == segment[..8] && archived >= segment.as_str())
+                .then_some(())
+        },
+        || {
+            format!(
+                "; pg_stat_archiver (last archived|archived|failed|last failed): {}{}",
+                last.borrow(),
+                node.log_tail()
+            )
+        },
+    );
+    segment
 }
