@@ -968,6 +968,13 @@ const CATALOGUE: &[Bad] = &[
         "CLONE_METHOD: a standby cluster (STANDBY_*) follows its source and cannot also be a clone",
     ),
     bad(
+        &[
+            ("SSL_CERTIFICATE_FILE", "/dev/null/server.crt"),
+            ("SSL_PRIVATE_KEY_FILE", "/dev/null/server.key"),
+        ],
+        "SSL_CERTIFICATE_FILE=/dev/null/server.crt: no such file, and a self-signed one cannot be written there",
+    ),
+    bad(
         &[("CLONE_METHOD", "CLONE_WITH_MAGIC")],
         "CLONE_METHOD=CLONE_WITH_MAGIC: expected CLONE_WITH_BASEBACKUP or CLONE_WITH_WALE",
     ),
@@ -1045,6 +1052,49 @@ fn bad_inputs_fail_with_one_line_and_write_nothing() {
         failures.len(),
         failures.join("\n")
     );
+}
+
+#[test]
+fn a_value_that_is_not_utf8_is_an_error_naming_its_variable() {
+    use std::os::unix::ffi::OsStrExt;
+    let not_utf8 = std::ffi::OsStr::from_bytes(b"acid-\xff");
+    for name in [
+        "SCOPE",
+        "SPILO_CONFIGURATION",
+        "PGPASSWORD_SUPERUSER",
+        "WAL_S3_BUCKET",
+    ] {
+        let sandbox = Sandbox::new();
+        let out = Command::new(env!("CARGO_BIN_EXE_spilo"))
+            .arg("configure")
+            .env_clear()
+            .envs([("HOSTNAME", "demo-0"), ("POD_IP", "10.0.0.9")])
+            .env("RW_DIR", sandbox.rw())
+            .env("PGHOME", sandbox.path("home"))
+            .env("SPILO_POSTGRES_ROOT", sandbox.path("majors"))
+            .env(name, not_utf8)
+            .output()
+            .expect("spilo runs");
+        assert_eq!(out.status.code(), Some(2), "{name}: {}", stderr(&out));
+        assert_eq!(
+            stderr(&out).trim(),
+            format!("spilo: error: {name}: the value is not valid UTF-8")
+        );
+        assert!(!sandbox.rw().exists(), "{name}: something was written");
+    }
+    // Not a variable of ours: no business of configure's.
+    let sandbox = Sandbox::new();
+    let out = Command::new(env!("CARGO_BIN_EXE_spilo"))
+        .args(["configure", "patroni"])
+        .env_clear()
+        .envs([("HOSTNAME", "demo-0"), ("POD_IP", "10.0.0.9")])
+        .env("RW_DIR", sandbox.rw())
+        .env("PGHOME", sandbox.path("home"))
+        .env("SPILO_POSTGRES_ROOT", sandbox.path("majors"))
+        .env("MY_APP_BLOB", not_utf8)
+        .output()
+        .expect("spilo runs");
+    assert!(out.status.success(), "{}", stderr(&out));
 }
 
 #[test]

@@ -316,6 +316,29 @@ fn snapshot(dir: &Path) -> Vec<String> {
 }
 
 #[test]
+fn a_locale_that_is_not_installed_stops_init_before_anything_starts() {
+    let scratch = Scratch::new("locale");
+    let mut options = NodeOptions::new("nolocale", "127.0.0.2", Some("127.0.0.1:1"));
+    // A locale no system has (this host lacks the default en_US too).
+    options.extra_env = vec![("INITDB_LOCALE".into(), "xx_NOWHERE".into())];
+    let dir = Node::dir_for(&scratch.path, "nolocale");
+    let stderr = run_init_expecting_failure(Node::env(&options, &dir), None);
+    let errors: Vec<&str> = stderr.lines().filter(|l| l.contains("ERROR")).collect();
+    assert_eq!(errors.len(), 1, "{stderr}");
+    assert!(
+        errors[0].contains(
+            "INITDB_LOCALE=xx_NOWHERE: the locale xx_NOWHERE.UTF-8 is not installed here (available: "
+        ) && errors[0].contains("C.utf8"),
+        "{stderr}"
+    );
+    assert!(!dir.join("pgroot/pgdata").exists(), "PGDATA was prepared");
+    assert!(
+        !dir.join("run/postgres.yml").exists(),
+        "configuration written"
+    );
+}
+
+#[test]
 fn a_data_directory_of_a_missing_major_is_refused_untouched() {
     let scratch = Scratch::new("major");
     let options = NodeOptions::new("old", "127.0.0.2", Some("127.0.0.1:1"));

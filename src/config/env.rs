@@ -12,14 +12,80 @@ use super::error::ConfigError;
 #[derive(Debug, Clone, Default)]
 pub struct Env {
     vars: BTreeMap<String, String>,
+    /// Names whose values are not UTF-8 (left out of `vars`).
+    not_utf8: Vec<String>,
 }
+
+/// The prefixes and names of the variables Spilo's contract reads.
+const CONTRACT: [&str; 33] = [
+    "PG",
+    "SCOPE",
+    "HOSTNAME",
+    "POD_",
+    "RW_DIR",
+    "WALE_",
+    "WALG_",
+    "WAL_",
+    "LOG_",
+    "APIPORT",
+    "RESTAPI_",
+    "KUBERNETES_",
+    "SPILO_",
+    "DCS_",
+    "ETCD",
+    "ZOOKEEPER",
+    "EXHIBITOR",
+    "CONSUL",
+    "HUMAN_ROLE",
+    "PAM_OAUTH2",
+    "ALLOW_NOSSL",
+    "SSL_",
+    "INITDB_",
+    "PATRONI_",
+    "BACKUP_",
+    "CLONE_",
+    "STANDBY_",
+    "AWS_",
+    "AZURE_",
+    "GOOGLE_",
+    "USE_",
+    "BGMON_",
+    "CALLBACK_",
+];
 
 impl Env {
     pub fn from_process() -> Self {
-        Self::from_pairs(
-            std::env::vars_os()
-                .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?))),
-        )
+        let mut not_utf8 = Vec::new();
+        let mut vars = BTreeMap::new();
+        for (name, value) in std::env::vars_os() {
+            // A name that is not UTF-8 is none of ours.
+            let Ok(name) = name.into_string() else {
+                continue;
+            };
+            match value.into_string() {
+                Ok(value) => {
+                    vars.insert(name, value);
+                }
+                Err(_) => not_utf8.push(name),
+            }
+        }
+        Env { vars, not_utf8 }
+    }
+
+    /// A variable of the contract whose value is not UTF-8: an error, not
+    /// an unset variable (an invalid SCOPE must not join another cluster).
+    pub(crate) fn check_utf8(&self) -> Result<(), ConfigError> {
+        match self
+            .not_utf8
+            .iter()
+            .find(|name| CONTRACT.iter().any(|c| name.starts_with(c)))
+        {
+            Some(name) => Err(ConfigError::inconsistent(
+                name,
+                "the value is not valid UTF-8",
+            )),
+            None => Ok(()),
+        }
     }
 
     pub fn from_pairs<K: Into<String>, V: Into<String>>(
@@ -30,6 +96,7 @@ impl Env {
                 .into_iter()
                 .map(|(k, v)| (k.into(), v.into()))
                 .collect(),
+            not_utf8: Vec::new(),
         }
     }
 

@@ -33,6 +33,15 @@ pub(crate) fn user_configuration(vars: &Vars) -> Result<Option<Sourced>, ConfigE
         (None, Some(raw)) => ("PATRONI_CONFIGURATION", raw),
         (None, None) => return Ok(None),
     };
+    // The YAML parser takes time quadratic in the nesting of flow
+    // collections before its own recursion limit stops it.
+    if flow_depth(raw) > MAX_FLOW_DEPTH {
+        return Err(ConfigError::invalid(
+            var,
+            raw,
+            format!("nests [ and {{ deeper than {MAX_FLOW_DEPTH} levels"),
+        ));
+    }
     let map = match serde_yaml_ng::from_str::<Value>(raw) {
         Ok(Value::Object(map)) => map,
         Ok(Value::Null) => return Ok(None),
@@ -66,6 +75,33 @@ pub(crate) fn user_configuration(vars: &Vars) -> Result<Option<Sourced>, ConfigE
         }
     }
     Ok(Some((var, map)))
+}
+
+const MAX_FLOW_DEPTH: usize = 100;
+
+/// The deepest nesting of `[` and `{` outside quoted strings.
+fn flow_depth(raw: &str) -> usize {
+    let (mut depth, mut deepest) = (0usize, 0usize);
+    let mut quote: Option<char> = None;
+    let mut escaped = false;
+    for c in raw.chars() {
+        match quote {
+            Some('"') if escaped => escaped = false,
+            Some('"') if c == '\\' => escaped = true,
+            Some(q) if c == q => quote = None,
+            Some(_) => {}
+            None => match c {
+                '"' | '\'' => quote = Some(c),
+                '[' | '{' => {
+                    depth += 1;
+                    deepest = deepest.max(depth);
+                }
+                ']' | '}' => depth = depth.saturating_sub(1),
+                _ => {}
+            },
+        }
+    }
+    deepest
 }
 
 /// Mappings merge recursively; a scalar or a list from `over` replaces
@@ -196,5 +232,43 @@ mod tests {
         );
         let err = parse(None, Some("- a")).unwrap_err().to_string();
         assert!(err.starts_with("PATRONI_CONFIGURATION="), "{err}");
+    }
+
+    #[test]
+    fn large_deep_and_self_repeating_input_is_bounded() {
+        // 1 MiB of parameters: parsed whole.
+        let mut big = String::from("postgresql:\n  parameters:\n");
+        let mut n = 0;
+        while big.len() < 1 << 20 {
+            big.push_str(&format!("    custom.p{n}: '{}'\n", "x".repeat(40)));
+            n += 1;
+        }
+        let parsed = parse(Some(&big), None).unwrap().unwrap();
+        let parameters = parsed["postgresql"]["parameters"].as_object().unwrap();
+        assert_eq!(parameters.len(), n);
+        // Nesting deeper than the parser's recursion limit, as flow and
+        // block YAML and as JSON: one error, no stack overflow.
+        let flow = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+        let block: String = (0..10_000)
+            .map(|d| format!("{}k:\n", " ".repeat(d)))
+            .collect();
+        let json = format!("{}1{}", "{\"a\":".repeat(100_000), "}".repeat(100_000));
+        assert_eq!(flow_depth(r#"{a: "[[{", b: '{{', c: [[1]]}"#), 3);
+        for deep in [flow, block, json] {
+            let err = parse(Some(&deep), None).unwrap_err().to_string();
+            assert!(err.starts_with("SPILO_CONFIGURATION="), "{err}");
+            assert!(err.len() < 400, "{err}");
+        }
+        // Aliases that would expand to billions of nodes.
+        let mut bomb = String::from("a: &a [x, x, x, x, x, x, x, x, x, x]\n");
+        for level in 1..12 {
+            let prev = format!("*l{}", level - 1).replace("*l0", "*a");
+            bomb.push_str(&format!(
+                "l{level}: &l{level} [{}]\n",
+                vec![prev; 10].join(", ")
+            ));
+        }
+        let err = parse(Some(&bomb), None).unwrap_err().to_string();
+        assert!(err.contains("not valid YAML"), "{err}");
     }
 }

@@ -99,6 +99,7 @@ pub struct Config {
 
 impl Config {
     pub fn build(env: &Env, system: &System) -> Result<Self, ConfigError> {
+        env.check_utf8()?;
         let vars = env.vars()?;
         let paths = Paths::from_vars(&vars)?;
         paths.check_data_directory(env::set(&vars.pgdata).is_none())?;

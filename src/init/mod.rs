@@ -11,6 +11,7 @@ pub mod children;
 mod etcd;
 pub mod hooks;
 pub mod initdb_ahead;
+pub(crate) mod locale;
 pub mod logging;
 mod majors;
 mod nss;
@@ -56,6 +57,8 @@ pub enum InitError {
     #[error(transparent)]
     Volume(#[from] volumes::VolumeError),
     #[error(transparent)]
+    Locale(#[from] locale::LocaleError),
+    #[error(transparent)]
     Io(#[from] IoError),
     #[error(transparent)]
     Major(#[from] majors::MajorError),
@@ -73,7 +76,10 @@ impl InitError {
     /// 2 for bad input (nothing was started), 1 otherwise.
     pub fn exit_code(&self) -> u8 {
         match self {
-            InitError::Config(_) | InitError::Account(_) | InitError::Volume(_) => 2,
+            InitError::Config(_)
+            | InitError::Account(_)
+            | InitError::Volume(_)
+            | InitError::Locale(_) => 2,
             InitError::Render(e) if e.is_input() => 2,
             _ => 1,
         }
@@ -171,6 +177,7 @@ fn check_input(env: &Env, options: &Options) -> Result<Input, InitError> {
         config.version.major, config.version.source, config.identity.name, config.identity.scope
     );
     let checked = render::plan(&config, &CHECKED)?;
+    locale::check(&config)?;
     let account = Account::resolve()?;
     Ok(Input {
         config,

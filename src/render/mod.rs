@@ -151,6 +151,17 @@ pub(crate) fn patroni_files(
     Ok(out)
 }
 
+/// Whether a file can be created at `path`: its nearest existing
+/// ancestor is a writable directory (read-only file systems included).
+fn writable_place(path: &Path) -> bool {
+    path.ancestors()
+        .skip(1)
+        .find(|dir| dir.exists())
+        .is_some_and(|dir| {
+            dir.is_dir() && nix::unistd::access(dir, nix::unistd::AccessFlags::W_OK).is_ok()
+        })
+}
+
 fn certificate_files(config: &Config, out: &mut Vec<Output>) -> Result<(), RenderError> {
     let pg = &config.ssl.postgres;
     if pg.cert.is_some() {
@@ -163,6 +174,20 @@ fn certificate_files(config: &Config, out: &mut Vec<Output>) -> Result<(), Rende
                 path: pg.cert_file.clone(),
                 reason: "no such file, while SSL_PRIVATE_KEY_FILE exists (not generating a certificate over a given key)",
             });
+        }
+        // Spilo's answer to a certificate that does not exist: a
+        // self-signed pair at the paths given, when they can be written.
+        for (var, path) in [
+            ("SSL_CERTIFICATE_FILE", &pg.cert_file),
+            ("SSL_PRIVATE_KEY_FILE", &pg.key_file),
+        ] {
+            if !writable_place(path) {
+                return Err(RenderError::Missing {
+                    var,
+                    path: path.clone(),
+                    reason: "no such file, and a self-signed one cannot be written there",
+                });
+            }
         }
         let generated = certificate::self_signed(&config.identity.name)?;
         tls_files(
@@ -318,7 +343,7 @@ pub(crate) fn path_of(output: &Output) -> &Path {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::config::{Env, System};
 
