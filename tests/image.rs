@@ -460,10 +460,11 @@ fn backups_go_to_a_mounted_directory_with_a_read_only_root() {
 
     // A standby of this cluster's archive fetches the segment through the
     // operator's restore_command: envdir, /scripts/restore_command.sh and
-    // pgBackRest, with the env-standby `spilo configure` writes (in an
-    // RW_DIR of its own, beside the running node's).
+    // pgBackRest, with the env-standby `spilo configure` writes (its
+    // RW_DIR and PGHOME its own, beside the running node's; the same
+    // PGDATA, whose system identifier pgBackRest checks).
     let fetch = format!(
-        "set -e; env RW_DIR=/tmp/standby SCOPE=imaged-standby STANDBY_SCOPE=imaged STANDBY_WAL_LOCAL_PATH=/backups spilo configure patroni backup; \
+        "set -e; env RW_DIR=/tmp/standby PGHOME=/tmp/standby-home PGDATA=/home/postgres/pgdata/pgroot/pgdata SCOPE=imaged-standby STANDBY_SCOPE=imaged STANDBY_WAL_LOCAL_PATH=/backups spilo configure patroni backup; \
          envdir \"/tmp/standby/etc/wal-e.d/env-standby\" /scripts/restore_command.sh \"{segment}\" \"/tmp/{segment}\"; \
          stat -c %s /tmp/{segment}"
     );

@@ -22,6 +22,13 @@ fn count(node: &Node) -> Option<String> {
     node.psql("SELECT count(*) FROM r").ok()
 }
 
+/// The operator's way to change the cluster's configuration.
+fn patch_config(node: &Node, body: &str) {
+    let (code, answer) =
+        http(&format!("{}:8008", node.ip), "PATCH", "/config", Some(body)).expect("PATCH /config");
+    assert_eq!(code, 200, "{answer}");
+}
+
 #[test]
 fn a_standby_cluster_follows_its_source_and_promotes_into_a_cluster_of_its_own() {
     let _serial = serial();
@@ -101,14 +108,7 @@ fn a_standby_cluster_follows_its_source_and_promotes_into_a_cluster_of_its_own()
     }
 
     // The operator's promotion: standby_cluster removed from the DCS.
-    let (code, answer) = http(
-        &format!("{}:8008", leader.ip),
-        "PATCH",
-        "/config",
-        Some(r#"{"standby_cluster": null}"#),
-    )
-    .expect("PATCH /config");
-    assert_eq!(code, 200, "{answer}");
+    patch_config(leader, r#"{"standby_cluster": null}"#);
     wait_writable(leader, Duration::from_secs(60));
     sql(leader, "INSERT INTO r SELECT generate_series(1001, 1010)");
     replica.wait_for(
@@ -231,14 +231,7 @@ fn an_archive_standby_replays_the_sources_archive_and_promotes_into_its_own() {
         "port": null,
         "primary_slot_name": null,
     } });
-    let (code, answer) = http(
-        &format!("{}:8008", standby.ip),
-        "PATCH",
-        "/config",
-        Some(&patch.to_string()),
-    )
-    .expect("PATCH /config");
-    assert_eq!(code, 200, "{answer}");
+    patch_config(&standby, &patch.to_string());
     standby.wait_for(
         "the patched restore_command",
         Duration::from_secs(60),
@@ -259,14 +252,7 @@ fn an_archive_standby_replays_the_sources_archive_and_promotes_into_its_own() {
     let before = source_store.fingerprints("acid-source/7e1f-source-uid");
     assert!(!before.is_empty());
 
-    let (code, answer) = http(
-        &format!("{}:8008", standby.ip),
-        "PATCH",
-        "/config",
-        Some(r#"{"standby_cluster": null}"#),
-    )
-    .expect("PATCH /config");
-    assert_eq!(code, 200, "{answer}");
+    patch_config(&standby, r#"{"standby_cluster": null}"#);
     wait_writable(&standby, Duration::from_secs(60));
     assert_eq!(count(&standby).as_deref(), Some("250"));
     sql(&standby, "INSERT INTO r SELECT generate_series(1001, 1010)");
