@@ -22,6 +22,13 @@ fn count(node: &Node) -> Option<String> {
     node.psql("SELECT count(*) FROM r").ok()
 }
 
+/// Waits until `node` has `rows` rows in r.
+fn wait_count(node: &Node, what: &str, rows: &str, within: Duration) {
+    node.wait_for(what, within, || {
+        (count(node).as_deref() == Some(rows)).then_some(())
+    });
+}
+
 /// The operator's way to change the cluster's configuration.
 fn patch_config(node: &Node, body: &str) {
     let (code, answer) =
@@ -88,9 +95,7 @@ fn a_standby_cluster_follows_its_source_and_promotes_into_a_cluster_of_its_own()
         || (replica.role().as_deref() == Some("replica")).then_some(()),
     );
     for member in &members {
-        member.wait_for("the source's rows", Duration::from_secs(60), || {
-            (count(member).as_deref() == Some("100")).then_some(())
-        });
+        wait_count(member, "the source's rows", "100", Duration::from_secs(60));
         assert_eq!(sql(member, "SELECT pg_is_in_recovery()"), "t");
         assert!(
             member.psql("INSERT INTO r VALUES (0)").is_err(),
@@ -102,19 +107,18 @@ fn a_standby_cluster_follows_its_source_and_promotes_into_a_cluster_of_its_own()
     // New rows stream through the standby leader to its replica.
     sql(&source, "INSERT INTO r SELECT generate_series(101, 150)");
     for member in &members {
-        member.wait_for("the new rows", Duration::from_secs(30), || {
-            (count(member).as_deref() == Some("150")).then_some(())
-        });
+        wait_count(member, "the new rows", "150", Duration::from_secs(30));
     }
 
     // The operator's promotion: standby_cluster removed from the DCS.
     patch_config(leader, r#"{"standby_cluster": null}"#);
     wait_writable(leader, Duration::from_secs(60));
     sql(leader, "INSERT INTO r SELECT generate_series(1001, 1010)");
-    replica.wait_for(
+    wait_count(
+        replica,
         "the promoted leader's rows",
+        "160",
         Duration::from_secs(60),
-        || (count(replica).as_deref() == Some("160")).then_some(()),
     );
     // Its own cluster now: the source's new rows stay there.
     sql(&source, "INSERT INTO r SELECT generate_series(151, 200)");
@@ -203,18 +207,22 @@ fn an_archive_standby_replays_the_sources_archive_and_promotes_into_its_own() {
         (standby.role().as_deref() == Some("standby_leader")).then_some(())
     });
     standby.assert_logged("replica has been created using bootstrap_standby_with_wale");
-    standby.wait_for("the archived rows", Duration::from_secs(60), || {
-        (count(&standby).as_deref() == Some("150")).then_some(())
-    });
+    wait_count(
+        &standby,
+        "the archived rows",
+        "150",
+        Duration::from_secs(60),
+    );
     assert!(standby.psql("INSERT INTO r VALUES (0)").is_err());
 
     // New rows come with the next archived segment.
     sql(&source, "INSERT INTO r SELECT generate_series(151, 200)");
     switch_and_wait_archived(&source, Duration::from_secs(120));
-    standby.wait_for(
+    wait_count(
+        &standby,
         "the rows of the next segment",
+        "200",
         Duration::from_secs(60),
-        || (count(&standby).as_deref() == Some("200")).then_some(()),
     );
 
     // The operator's standby patch, as it sends it (its env-standby and
@@ -239,10 +247,11 @@ fn an_archive_standby_replays_the_sources_archive_and_promotes_into_its_own() {
     );
     sql(&source, "INSERT INTO r SELECT generate_series(201, 250)");
     switch_and_wait_archived(&source, Duration::from_secs(120));
-    standby.wait_for(
+    wait_count(
+        &standby,
         "rows through the operator's restore_command",
+        "250",
         Duration::from_secs(60),
-        || (count(&standby).as_deref() == Some("250")).then_some(()),
     );
 
     // The source stops; its repository must stay as it is.
