@@ -39,6 +39,7 @@ COPY src/build/Cargo.toml src/build/
 COPY src/layout/Cargo.toml src/layout/
 COPY extensions/pam_oauth2/Cargo.toml extensions/pam_oauth2/
 COPY extensions/pam_oauth2/args/Cargo.toml extensions/pam_oauth2/args/
+COPY fuzz/Cargo.toml fuzz/
 RUN set -e; for manifest in $(find . -name Cargo.toml); do \
       dir=${manifest%Cargo.toml}; \
       for target in $(awk 'BEGIN { FS = " *= *"; d["[lib]"] = "lib"; d["[[bin]]"] = "src/bin"; \

@@ -449,6 +449,77 @@ fn archiving_follows_the_primary_through_a_switchover_and_a_crash_failover() {
     assert!(full.len() >= 2, "{full:?}");
 }
 
+// ------------------------------------- backups that read a replica (f)
+
+/// WALG_BACKUP_FROM_REPLICA: the primary's scheduled backups read the
+/// streaming replica through its pgBackRest TLS server (certificates
+/// derived from the replication password on each member), and the
+/// primary when no replica streams. The nodes' paths are the same, each
+/// in a mount namespace of its own, as in pods.
+#[test]
+fn backups_from_a_replica_read_the_replica_and_the_primary_without_one() {
+    let _serial = serial();
+    let scope = "acid-from-replica";
+    let scratch = Scratch::new("backup-from-replica");
+    let repo = posix_repository(&scratch.path.join("repository"));
+    let store = Store::Posix(repo);
+    let etcd = Etcd::start(&scratch.path);
+    let mut extra = store.env();
+    extra.extend(env(&[
+        ("WALG_BACKUP_FROM_REPLICA", "true"),
+        ("PGPASSWORD_STANDBY", "standby-secret"),
+        ("BACKUP_SCHEDULE", "* * * * *"),
+    ]));
+    let mut nodes: Vec<Node> = [("node5", "127.0.0.25"), ("node6", "127.0.0.26")]
+        .iter()
+        .map(|(name, ip)| {
+            let mut options = options(name, ip, Some(&etcd.hosts), scope, extra.clone());
+            options.shared_dir = Some(scratch.path.join("member"));
+            Node::start(&scratch.path, options)
+        })
+        .collect();
+    let refs: Vec<&Node> = nodes.iter().collect();
+    let leader = wait_healthy(&refs, 1, Duration::from_secs(120));
+    let primary = nodes.iter().position(|n| n.name == leader).unwrap();
+    let replica = 1 - primary;
+
+    let said = format!(
+        "reading replica {} ({})",
+        nodes[replica].name, nodes[replica].ip
+    );
+    // A backup the log tells of after its first `since` bytes.
+    let finished_after = |node: &Node, since: usize, words: &str, within: Duration| {
+        node.wait_for(&format!("a backup {words}"), within, || {
+            let log = node.log();
+            let from = log.get(since..)?.rfind(words)?;
+            log[since + from..]
+                .contains("backup finished: full")
+                .then_some(())
+        });
+    };
+    finished_after(&nodes[primary], 0, &said, Duration::from_secs(150));
+    // pgBackRest's own account of a backup from a standby.
+    assert!(
+        nodes[primary]
+            .log()
+            .contains("replay on the standby reached"),
+        "{}",
+        nodes[primary].log_tail()
+    );
+    let before = full_backups(&backup_info(&nodes[primary]).expect("list"), scope).len();
+
+    // The replica gone, the primary is read, and backups go on.
+    nodes[replica].kill_tree();
+    finished_after(
+        &nodes[primary],
+        nodes[primary].log().len(),
+        "reading the primary: no replica is streaming",
+        Duration::from_secs(180),
+    );
+    let after = full_backups(&backup_info(&nodes[primary]).expect("list"), scope).len();
+    assert!(after > before, "{before} full backups, then {after}");
+}
+
 // ------------------------------------------------- the store is down (e)
 
 #[test]

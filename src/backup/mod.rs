@@ -7,6 +7,7 @@ pub(crate) mod calendar;
 pub mod cron;
 pub(crate) mod info;
 mod pgbackrest;
+mod replica;
 mod schedule;
 mod server;
 mod spec;
@@ -21,7 +22,7 @@ use info::Stanza;
 use pgbackrest::Pgbackrest;
 
 pub use schedule::run as schedule;
-pub use spec::Spec;
+pub use spec::{FromReplica, Spec};
 
 /// Where `init` writes the spec under RW_DIR.
 const SPEC_FILE: &str = "backup.json";
@@ -72,6 +73,9 @@ pub enum BackupError {
     /// psql failed for another reason than a server not there.
     #[error("psql: {0}")]
     Psql(String),
+    /// Which replicas stream could not be learnt.
+    #[error("{0}")]
+    Patronictl(String),
     #[error("catching signals: {0}")]
     Signals(std::io::Error),
     #[error("the thread waiting for signals ended")]
@@ -120,10 +124,19 @@ fn spec_path(rw_dir: Option<&OsStr>) -> PathBuf {
     }
 }
 
-/// `spilo backup now`: one backup, its output on ours.
+/// `spilo backup now`: one backup, its output on ours; from a replica
+/// as the scheduler's are.
 pub fn now(spec: &Spec, kind: BackupType) -> Result<(), BackupError> {
-    let mut running =
-        Pgbackrest::new(spec).start(&["--log-level-console=info", "backup", kind.option()])?;
+    let mut args: Vec<String> = ["--log-level-console=info", "backup", kind.option()]
+        .map(str::to_owned)
+        .to_vec();
+    if let Some(from) = &spec.from_replica {
+        let (options, words) = replica::reading(from, replica::streaming(spec, from));
+        eprintln!("spilo backup now: {words}");
+        args.extend(options);
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut running = Pgbackrest::new(spec).start(&args)?;
     let status = running.wait()?;
     running.result(status)
 }
@@ -164,6 +177,7 @@ mod tests {
             superuser: "postgres".into(),
             spool: "/home/postgres/pgdata/pgbackrest/spool".into(),
             owner: Some((101, 103)),
+            from_replica: None,
         }
     }
 

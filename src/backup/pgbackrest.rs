@@ -120,7 +120,7 @@ impl<'a> Pgbackrest<'a> {
 
 /// The account pgbackrest runs as: PostgreSQL's when this process is root
 /// and the spec names a non-root owner; None leaves it to ours.
-fn run_as(owner: Option<(u32, u32)>, root: bool) -> Option<(u32, u32)> {
+pub(crate) fn run_as(owner: Option<(u32, u32)>, root: bool) -> Option<(u32, u32)> {
     owner.filter(|&(uid, _)| root && uid != 0)
 }
 
@@ -279,6 +279,7 @@ mod tests {
             superuser: "postgres".into(),
             spool: dir.join("spool"),
             owner: None,
+            from_replica: None,
         }
     }
 

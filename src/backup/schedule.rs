@@ -17,8 +17,9 @@ use super::archiving::{self, Watch};
 use super::cron::Schedule;
 use super::info::duration;
 use super::pgbackrest::Pgbackrest;
+use super::replica::{self, Source};
 use super::server::{self, Status};
-use super::{BackupError, Spec, read_spec, stanza_info};
+use super::{BackupError, FromReplica, Spec, read_spec, stanza_info};
 
 /// How often the server is asked.
 const TICK: Duration = Duration::from_secs(10);
@@ -59,6 +60,8 @@ trait World {
     /// Runs pgbackrest with `args`, its output on ours.
     fn run(&mut self, args: &[&str]) -> Result<Ran, BackupError>;
     fn info(&mut self) -> Result<Vec<u8>, BackupError>;
+    /// The replica a backup may read (WALG_BACKUP_FROM_REPLICA).
+    fn streaming_replica(&mut self, from: &FromReplica) -> Result<Option<Source>, BackupError>;
     /// pgBackRest's reason for the last failed push, written since the
     /// unix second `not_before`.
     fn push_error(&self, not_before: i64) -> Option<String>;
@@ -277,9 +280,20 @@ impl<'a> Scheduler<'a> {
 
     /// A full backup; a failure is retried (`pending`) with the backoff.
     fn backup(&mut self, world: &mut impl World, why: String) -> Result<Flow, BackupError> {
-        world.say(format!("backup started: full, {why}"));
+        let mut args: Vec<String> = BACKUP.iter().map(|arg| (*arg).to_owned()).collect();
+        let reads = match &self.spec.from_replica {
+            Some(from) => {
+                let found = world.streaming_replica(from);
+                let (options, words) = replica::reading(from, found);
+                args.extend(options);
+                format!(", {words}")
+            }
+            None => String::new(),
+        };
+        world.say(format!("backup started: full, {why}{reads}"));
         let started = world.monotonic();
-        let result = match world.run(BACKUP)? {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let result = match world.run(&args)? {
             Ran::Done(result) => result,
             Ran::Stopped => return Ok(Flow::Stop),
         };
@@ -428,6 +442,10 @@ impl World for Real<'_> {
         Pgbackrest::new(self.spec).output(INFO)
     }
 
+    fn streaming_replica(&mut self, from: &FromReplica) -> Result<Option<Source>, BackupError> {
+        replica::streaming(self.spec, from)
+    }
+
     fn push_error(&self, not_before: i64) -> Option<String> {
         archiving::push_error(&self.spec.spool, &self.spec.stanza, not_before)
     }
@@ -470,6 +488,8 @@ mod tests {
         in_recovery: Option<bool>,
         archiver: Archiver,
         info: Vec<u8>,
+        /// What Patroni says of the replicas.
+        replica: Result<Option<Source>, &'static str>,
         results: VecDeque<Result<(), &'static str>>,
         /// A stop signal comes during the run whose arguments hold this.
         stop_during: Option<&'static str>,
@@ -492,6 +512,7 @@ mod tests {
                     last_archived_wal: "W1".into(),
                 },
                 info: info.to_vec(),
+                replica: Ok(None),
                 results: VecDeque::new(),
                 stop_during: None,
                 job: 5,
@@ -555,6 +576,12 @@ mod tests {
             Ok(self.info.clone())
         }
 
+        fn streaming_replica(&mut self, _: &FromReplica) -> Result<Option<Source>, BackupError> {
+            self.replica
+                .clone()
+                .map_err(|e| BackupError::Patronictl(e.to_owned()))
+        }
+
         fn push_error(&self, _: i64) -> Option<String> {
             Some("[104] permission denied".into())
         }
@@ -582,6 +609,7 @@ mod tests {
             superuser: "postgres".into(),
             spool: "/spool".into(),
             owner: None,
+            from_replica: None,
         }
     }
 
@@ -627,6 +655,56 @@ mod tests {
         // Once per process.
         scheduler.tick(&mut world).unwrap();
         assert_eq!(world.take(), (vec![], vec![]));
+    }
+
+    #[test]
+    fn a_backup_from_a_replica_reads_the_first_streaming_one_or_else_the_primary() {
+        let spec = Spec {
+            from_replica: Some(FromReplica {
+                patronictl: "patronictl".into(),
+                patroni_config: "/run/postgres.yml".into(),
+                pgdata: "/home/postgres/pgdata/pgroot/data".into(),
+                config: "/run/pgbackrest/pgbackrest.conf".into(),
+                tls_port: 8432,
+                ca_file: "/run/tls/ca.crt".into(),
+                cert_file: "/run/tls/client.crt".into(),
+                key_file: "/run/tls/member.key".into(),
+            }),
+            ..spec()
+        };
+        let mut world = Fake::new(Some(false), INFO_WITH_BACKUPS);
+        world.replica = Ok(Some(Source {
+            name: "node4".into(),
+            host: "10.0.0.4".into(),
+        }));
+        let mut scheduler = scheduler(&spec, &world);
+        scheduler.tick(&mut world).unwrap();
+        world.take();
+        scheduler.backup(&mut world, "asked".into()).unwrap();
+        let (ran, said) = world.take();
+        assert_eq!(
+            ran,
+            [format!(
+                "{FULL} --backup-standby --pg2-host=10.0.0.4 --pg2-host-type=tls \
+                 --pg2-host-port=8432 --pg2-host-ca-file=/run/tls/ca.crt \
+                 --pg2-host-cert-file=/run/tls/client.crt --pg2-host-key-file=/run/tls/member.key \
+                 --pg2-path=/home/postgres/pgdata/pgroot/data \
+                 --pg2-host-config=/run/pgbackrest/pgbackrest.conf"
+            )]
+        );
+        assert_eq!(
+            said[0],
+            "backup started: full, asked, reading replica node4 (10.0.0.4)"
+        );
+        world.replica = Err("patronictl list: exit status: 1: etcd is down");
+        scheduler.backup(&mut world, "asked".into()).unwrap();
+        let (ran, said) = world.take();
+        assert_eq!(ran, [FULL]);
+        assert_eq!(
+            said[0],
+            "backup started: full, asked, reading the primary: which replicas stream is not known: \
+             patronictl list: exit status: 1: etcd is down"
+        );
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! What the backup commands need, written by `init` next to the Patroni
 //! configuration. It holds no secret: those are in pgBackRest's own file.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
@@ -26,16 +26,50 @@ pub struct Spec {
     /// uid and gid that pgbackrest runs as when a command is started as
     /// root (`docker exec`): files it makes stay PostgreSQL's.
     pub owner: Option<(u32, u32)>,
+    /// WALG_BACKUP_FROM_REPLICA: where a replica's files are read.
+    #[serde(default)]
+    pub from_replica: Option<FromReplica>,
+}
+
+/// What a backup needs to read a streaming replica's files through its
+/// pgBackRest TLS server.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FromReplica {
+    /// patronictl and Patroni's configuration: which members stream, and
+    /// the address each is dialled at.
+    pub patronictl: PathBuf,
+    pub patroni_config: PathBuf,
+    /// PGDATA and pgBackRest's configuration, the same paths on every
+    /// member.
+    pub pgdata: PathBuf,
+    pub config: PathBuf,
+    pub tls_port: u16,
+    pub ca_file: PathBuf,
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
 }
 
 impl Spec {
     /// The spec of a configuration with backups; `owner` is who the
-    /// children run as.
+    /// children run as, `patroni` Patroni's program (patronictl is beside
+    /// it).
     pub(crate) fn for_config(
         config: &crate::config::Config,
         owner: Option<(u32, u32)>,
+        patroni: &Path,
     ) -> Option<Self> {
         let backup = config.backup.as_ref()?;
+        let paths = &config.paths;
+        let from_replica = backup.from_replica.then(|| FromReplica {
+            patronictl: patroni.with_file_name("patronictl"),
+            patroni_config: paths.patroni_config(),
+            pgdata: paths.pgdata.clone(),
+            config: paths.pgbackrest_config(),
+            tls_port: crate::render::backup_tls::PORT,
+            ca_file: paths.pgbackrest_tls("ca.crt"),
+            cert_file: paths.pgbackrest_tls("client.crt"),
+            key_file: paths.pgbackrest_tls("member.key"),
+        });
         Some(Spec {
             pgbackrest: crate::render::pgbackrest::PROGRAM.into(),
             config: config.paths.pgbackrest_config(),
@@ -47,6 +81,7 @@ impl Spec {
             superuser: config.auth.superuser.username.clone(),
             spool: config.paths.pgbackrest_spool(),
             owner,
+            from_replica,
         })
     }
 }

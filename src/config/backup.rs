@@ -25,6 +25,9 @@ pub(crate) struct Backup {
     pub(crate) process_max: u32,
     pub(crate) compress_type: String,
     pub(crate) compress_level: Option<i32>,
+    /// WALG_BACKUP_FROM_REPLICA: files are read on a streaming replica,
+    /// through its pgBackRest TLS server.
+    pub(crate) from_replica: bool,
 }
 
 /// A restore from a repository into this new cluster, as its bootstrap.
@@ -194,6 +197,19 @@ impl Backup {
             ));
         };
         let compress_level = compress_level(env, compress_type, *levels)?;
+        let from_replica = parse_bool(
+            "WALG_BACKUP_FROM_REPLICA",
+            &env.get("WALG_BACKUP_FROM_REPLICA").map(str::to_owned),
+        )?;
+        // The members' certificates for pgBackRest's TLS server derive
+        // from the secret they all share (init_tls).
+        if from_replica && env.get("PGPASSWORD_STANDBY").is_none() {
+            return Err(ConfigError::invalid(
+                "WALG_BACKUP_FROM_REPLICA",
+                "true",
+                "needs PGPASSWORD_STANDBY: the members' pgBackRest certificates derive from it",
+            ));
+        }
         Ok(Some(Backup {
             repository,
             stanza: scope.to_owned(),
@@ -202,6 +218,7 @@ impl Backup {
             process_max,
             compress_type: compress_type.to_owned(),
             compress_level,
+            from_replica,
         }))
     }
 }
@@ -860,6 +877,30 @@ mod tests {
 
     fn backup(pairs: &[(&str, &str)]) -> Result<Option<Backup>, ConfigError> {
         Backup::from_env(&env(pairs), "acid-test", None, 4)
+    }
+
+    #[test]
+    fn backups_from_a_replica_need_the_replication_password() {
+        let store = ("WAL_LOCAL_PATH", "/tmp");
+        let b = backup(&[store]).unwrap().unwrap();
+        assert!(!b.from_replica);
+        let on = ("WALG_BACKUP_FROM_REPLICA", "true");
+        let b = backup(&[store, on, ("PGPASSWORD_STANDBY", "s")])
+            .unwrap()
+            .unwrap();
+        assert!(b.from_replica);
+        assert_eq!(
+            backup(&[store, on]).unwrap_err().to_string(),
+            "WALG_BACKUP_FROM_REPLICA=true: needs PGPASSWORD_STANDBY: the members' \
+             pgBackRest certificates derive from it"
+        );
+        let err = backup(&[store, ("WALG_BACKUP_FROM_REPLICA", "sometimes")])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("WALG_BACKUP_FROM_REPLICA=sometimes: not a boolean"),
+            "{err}"
+        );
     }
 
     #[test]

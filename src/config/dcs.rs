@@ -141,7 +141,7 @@ fn host_list(var: &str, value: &str) -> Result<Vec<Value>, ConfigError> {
     } else {
         format!("[{trimmed}]")
     };
-    let parsed: Value = serde_yaml_ng::from_str(&yaml).map_err(|_| {
+    let parsed: Value = super::merge::parse_yaml(var, &yaml)?.map_err(|_| {
         ConfigError::invalid(
             var,
             value,
@@ -397,7 +397,8 @@ mod tests {
                 "{raw}"
             );
         }
-        for bad in ["[a, [b]]", "{a: 1}", "[", ","] {
+        let deep = "[".repeat(100_000);
+        for bad in ["[a, [b]]", "{a: 1}", "[", ",", &deep] {
             let err = pick(&[("ETCD3_HOSTS", bad)], false)
                 .unwrap_err()
                 .to_string();

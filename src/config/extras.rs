@@ -44,7 +44,7 @@ impl Pgbouncer {
 }
 
 /// Variables that are set but not acted on yet: CLONE_ variables without
-/// a clone method, backups from a replica, and WAL-E's and WAL-G's store
+/// a clone method, and WAL-E's and WAL-G's store
 /// prefixes (the stores are named by their bucket variables). STANDBY_*
 /// is acted on or refused (`standby`).
 pub(crate) fn unsupported_variables(env: &Env) -> Vec<String> {
@@ -58,11 +58,7 @@ pub(crate) fn unsupported_variables(env: &Env) -> Vec<String> {
                 && ((name.starts_with("CLONE_") && !restores)
                     || matches!(
                         *name,
-                        "WALG_BACKUP_FROM_REPLICA"
-                            | "WALE_S3_PREFIX"
-                            | "WALG_S3_PREFIX"
-                            | "WALE_GS_PREFIX"
-                            | "WALG_GS_PREFIX"
+                        "WALE_S3_PREFIX" | "WALG_S3_PREFIX" | "WALE_GS_PREFIX" | "WALG_GS_PREFIX"
                     ))
         })
         .map(|(name, _)| name.to_owned())

@@ -33,16 +33,7 @@ pub(crate) fn user_configuration(vars: &Vars) -> Result<Option<Sourced>, ConfigE
         (None, Some(raw)) => ("PATRONI_CONFIGURATION", raw),
         (None, None) => return Ok(None),
     };
-    // The YAML parser takes time quadratic in the nesting of flow
-    // collections before its own recursion limit stops it.
-    if flow_depth(raw) > MAX_FLOW_DEPTH {
-        return Err(ConfigError::invalid(
-            var,
-            raw,
-            format!("nests [ and {{ deeper than {MAX_FLOW_DEPTH} levels"),
-        ));
-    }
-    let map = match serde_yaml_ng::from_str::<Value>(raw) {
+    let map = match parse_yaml(var, raw)? {
         Ok(Value::Object(map)) => map,
         Ok(Value::Null) => return Ok(None),
         Ok(_) => {
@@ -75,6 +66,23 @@ pub(crate) fn user_configuration(vars: &Vars) -> Result<Option<Sourced>, ConfigE
         }
     }
     Ok(Some((var, map)))
+}
+
+/// A variable's value as YAML, refused before parsing when it nests
+/// flow collections so deep that the parser would take time quadratic in
+/// the depth before its own recursion limit stops it.
+pub(crate) fn parse_yaml(
+    var: &str,
+    raw: &str,
+) -> Result<serde_yaml_ng::Result<Value>, ConfigError> {
+    if flow_depth(raw) > MAX_FLOW_DEPTH {
+        return Err(ConfigError::invalid(
+            var,
+            raw,
+            format!("nests [ and {{ deeper than {MAX_FLOW_DEPTH} levels"),
+        ));
+    }
+    Ok(serde_yaml_ng::from_str(raw))
 }
 
 const MAX_FLOW_DEPTH: usize = 100;

@@ -149,6 +149,12 @@ impl Paths {
         self.pgbackrest_dir().join("spool")
     }
 
+    /// The certificates of pgBackRest's TLS server (backups from a
+    /// replica).
+    pub(crate) fn pgbackrest_tls(&self, name: &str) -> PathBuf {
+        self.pgbackrest_dir().join("tls").join(name)
+    }
+
     pub(crate) fn pgbackrest_lock(&self) -> PathBuf {
         self.pgbackrest_dir().join("lock")
     }

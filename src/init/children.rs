@@ -144,18 +144,32 @@ pub(crate) fn specs(
         pgbouncer.stop_signal = Signal::SIGINT;
         specs.push(pgbouncer);
     }
-    if config.backup.is_some() {
-        let spec = config.paths.backup_spec().display().to_string();
-        let args = ["backup", "schedule", "--spec", &spec].map(str::to_owned);
-        let mut scheduler = child(BACKUP, &config.program, args.to_vec(), 0);
+    if let Some(backup) = &config.backup {
         // Backups failing must never stop the database: restarted for as
         // long as it takes.
-        scheduler.restart = Restart {
+        let forever = Restart {
             limit: u32::MAX,
             max_delay: Duration::from_secs(300),
             ..RESTART
         };
+        let spec = config.paths.backup_spec().display().to_string();
+        let args = ["backup", "schedule", "--spec", &spec].map(str::to_owned);
+        let mut scheduler = child(BACKUP, &config.program, args.to_vec(), 0);
+        scheduler.restart = forever;
         specs.push(scheduler);
+        if backup.from_replica {
+            // Where the primary's backup reads this member's files while
+            // it is a replica.
+            let config_file = format!("--config={}", config.paths.pgbackrest_config().display());
+            let mut server = child(
+                "pgbackrest-server",
+                &PathBuf::from(crate::render::pgbackrest::PROGRAM),
+                vec![config_file, "server".to_owned()],
+                0,
+            );
+            server.restart = forever;
+            specs.push(server);
+        }
     }
     specs
 }
@@ -255,6 +269,30 @@ mod tests {
             "pgbouncer's clean stop"
         );
         assert_eq!(specs[0].stop_signal, Signal::SIGTERM);
+    }
+
+    #[test]
+    fn backups_add_the_scheduler_and_from_a_replica_the_tls_server() {
+        let store = [("ETCD3_HOSTS", "10.0.0.1:2379"), ("WAL_LOCAL_PATH", "/tmp")];
+        let (_, specs, names) = children(&store, &[]);
+        assert_eq!(names, ["patroni", "backup"]);
+        assert_eq!(
+            specs[1].args,
+            ["backup", "schedule", "--spec", "/run/backup.json"]
+        );
+        let mut vars = store.to_vec();
+        vars.extend([
+            ("WALG_BACKUP_FROM_REPLICA", "true"),
+            ("PGPASSWORD_STANDBY", "standby-secret"),
+        ]);
+        let (_, specs, names) = children(&vars, &[]);
+        assert_eq!(names, ["patroni", "backup", "pgbackrest-server"]);
+        assert_eq!(specs[2].program, PathBuf::from("pgbackrest"));
+        assert_eq!(
+            specs[2].args,
+            ["--config=/run/pgbackrest/pgbackrest.conf", "server"]
+        );
+        assert_eq!(specs[2].restart.limit, u32::MAX, "never given up on");
     }
 
     #[test]

@@ -110,7 +110,13 @@ pub fn run(env: &Env, options: &Options) -> Result<u8, InitError> {
     let nss_env = nss(&config, &account, options)?;
     warn_small_shm(&config);
     let library_env = majors::prepare(&config, &options.postgres_root)?;
-    let plan = plan(&config, &account, checked, start.ahead)?;
+    let plan = plan(
+        &config,
+        &account,
+        checked,
+        start.ahead,
+        &options.programs.patroni,
+    )?;
     let child_env: Vec<(String, String)> = nss_env.into_iter().chain(library_env).collect();
     let specs = children::specs(&config, env, &account, &options.programs, &child_env);
     write(&config, &account, &plan.outputs)?;
@@ -244,6 +250,7 @@ fn plan(
     account: &Account,
     checked: Vec<render::Output>,
     candidate: Option<initdb_ahead::Candidate>,
+    patroni: &Path,
 ) -> Result<Plan, InitError> {
     let hooks = hooks::install(config)?;
     let template = patroni::Template::render(config)?;
@@ -265,7 +272,7 @@ fn plan(
     let owner = account
         .switch_to()
         .map(|(uid, gid)| (uid.as_raw(), gid.as_raw()));
-    if let Some(spec) = backup::Spec::for_config(config, owner) {
+    if let Some(spec) = backup::Spec::for_config(config, owner, patroni) {
         outputs.push(render::Output::File {
             path: config.paths.backup_spec(),
             contents: serde_json::to_vec_pretty(&spec)?,

@@ -3,6 +3,7 @@
 //! except to see whether a certificate already exists and which libraries
 //! the major ships.
 
+pub(crate) mod backup_tls;
 pub mod certificate;
 pub(crate) mod clone;
 pub(crate) mod patroni;
@@ -111,7 +112,10 @@ pub fn plan(config: &Config, sections: &[Section]) -> Result<Vec<Output>, Render
             Section::Certificate => certificate_files(config, &mut out)?,
             Section::PamOauth2 => pam_files(config, &mut out)?,
             Section::Pgbouncer => pgbouncer_files(config, &mut out)?,
-            Section::Backup => out.extend(pgbackrest::files(config)),
+            Section::Backup => {
+                out.extend(pgbackrest::files(config));
+                out.extend(backup_tls::files(config)?);
+            }
             Section::All => {}
         }
     }

@@ -468,7 +468,8 @@ pub fn spilo_backup_within(node: &Node, args: &[&str], within: Duration) -> (boo
     let dir = node.dir.join("backup-cli");
     fs::create_dir_all(&dir).expect("output dir");
     let (out_path, err_path) = (dir.join("stdout"), dir.join("stderr"));
-    let mut child = Command::new(crate::init_support::spilo())
+    let mut child = node
+        .command(crate::init_support::spilo())
         .arg("backup")
         .args(args)
         .arg("--spec")

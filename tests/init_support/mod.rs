@@ -128,6 +128,11 @@ pub struct NodeOptions {
     /// Run `spilo init` as this uid (gid 0) instead of root.
     pub uid: Option<u32>,
     pub extra_env: Vec<(String, String)>,
+    /// The node's directory seen at this path, the same for every node
+    /// that names it (each in a mount namespace of its own), so that its
+    /// PGHOME, PGROOT and RW_DIR are the same on every member, as in
+    /// pods. Commands that read them run in its namespace (`command`).
+    pub shared_dir: Option<PathBuf>,
 }
 
 impl NodeOptions {
@@ -139,6 +144,7 @@ impl NodeOptions {
             synchronous: false,
             uid: None,
             extra_env: Vec::new(),
+            shared_dir: None,
         }
     }
 }
@@ -174,7 +180,8 @@ impl Node {
                 "postgresql": { "parameters": { "max_connections": 100 } },
             } },
         });
-        let path = |rel: &str| dir.join(rel).display().to_string();
+        let seen = options.shared_dir.as_deref().unwrap_or(dir);
+        let path = |rel: &str| seen.join(rel).display().to_string();
         let mut env = vec![
             ("PATH".into(), "/usr/bin:/bin".into()),
             ("HOSTNAME".into(), options.name.clone()),
@@ -218,7 +225,20 @@ impl Node {
             .append(true)
             .open(self.log_path())
             .expect("node log");
-        let mut command = Command::new(spilo());
+        let mut command = match &self.options.shared_dir {
+            Some(shared) => {
+                fs::create_dir_all(shared).expect("shared dir");
+                let mut command = Command::new("unshare");
+                command
+                    .args(["--mount", "--propagation", "private", "--", "sh", "-c"])
+                    .arg(r#"mount --bind "$1" "$2" && shift 2 && exec "$@""#)
+                    .arg("sh")
+                    .args([&self.dir, shared])
+                    .arg(spilo());
+                command
+            }
+            None => Command::new(spilo()),
+        };
         command
             .arg("init")
             .env_clear()
@@ -268,6 +288,21 @@ impl Node {
             self.name,
             tail(&log, 30)
         );
+    }
+
+    /// `program`, seeing the paths as this node does (in its mount
+    /// namespace when it has one).
+    pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        match (&self.options.shared_dir, self.pid()) {
+            (Some(_), Some(pid)) => {
+                let mut command = Command::new("nsenter");
+                command
+                    .args(["--mount", "--target", &pid.to_string(), "--"])
+                    .arg(program);
+                command
+            }
+            _ => Command::new(program),
+        }
     }
 
     pub fn pid(&self) -> Option<i32> {
