@@ -177,7 +177,7 @@ pub(crate) fn duration(seconds: i64) -> String {
 }
 
 /// Binary units with one decimal: `431 B`, `2.9 MiB`, `1.2 GiB`.
-fn size(bytes: Option<u64>) -> String {
+pub(crate) fn size(bytes: Option<u64>) -> String {
     const UNITS: [&str; 6] = ["KiB", "MiB", "GiB", "TiB", "PiB", "EiB"];
     let Some(bytes) = bytes else {
         return "-".to_owned();

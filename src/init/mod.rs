@@ -18,6 +18,7 @@ mod nss;
 mod pod_labels;
 pub mod reaper;
 mod shm;
+mod spacewatch;
 pub mod supervisor;
 mod volumes;
 
@@ -35,6 +36,7 @@ use crate::render::{self, RenderError, Section};
 
 use account::{Account, AccountError};
 use children::Programs;
+use spacewatch::Holds;
 
 pub struct Options {
     pub postgres_root: PathBuf,
@@ -130,7 +132,7 @@ pub fn run(env: &Env, options: &Options) -> Result<u8, InitError> {
             patroni,
         )?;
     }
-    let periodic = vec![watch_certificates(&config)];
+    let periodic = vec![watch_certificates(&config), watch_space(&config)];
     info!(
         "configured in {:.1} ms",
         started.elapsed().as_secs_f64() * 1000.0
@@ -304,6 +306,15 @@ fn watch_certificates(config: &Config) -> supervisor::Periodic {
     .cloned()
     .collect();
     certwatch::watch(watched, config.paths.pgdata.clone())
+}
+
+fn watch_space(config: &Config) -> supervisor::Periodic {
+    let paths = &config.paths;
+    spacewatch::watch(vec![
+        (Holds::Pgdata, paths.pgdata.clone()),
+        (Holds::Wal, paths.pgdata.join("pg_wal")),
+        (Holds::Log, paths.pglog.clone()),
+    ])
 }
 
 /// Supervises the tree until it is down; its exit status.
