@@ -70,52 +70,76 @@ impl Drop for Scratch {
 
 /// An etcd for cluster tests, on its own ports.
 pub struct Etcd {
-    child: Child,
+    members: Vec<Child>,
     pub hosts: String,
 }
 
 impl Etcd {
     pub fn start(dir: &Path) -> Self {
-        let client = "http://127.0.0.1:2479";
-        let peer = "http://127.0.0.1:2480";
-        let log = fs::File::create(dir.join("etcd.log")).expect("etcd log");
-        let child = Command::new("/usr/bin/etcd")
-            .args(["--name", "test", "--data-dir"])
-            .arg(dir.join("etcd"))
-            .args([
-                "--listen-client-urls",
-                client,
-                "--advertise-client-urls",
-                client,
-            ])
-            .args([
-                "--listen-peer-urls",
-                peer,
-                "--initial-advertise-peer-urls",
-                peer,
-            ])
-            .arg(format!("--initial-cluster=test={peer}"))
-            .stdout(log.try_clone().expect("log"))
-            .stderr(log)
-            .spawn()
-            .expect("start etcd");
+        Self::cluster(dir, 1)
+    }
+
+    /// An etcd of `size` members on 127.0.0.1, client ports 2479, 2489...
+    pub fn cluster(dir: &Path, size: usize) -> Self {
+        let port = |i: usize, peer: bool| 2479 + 10 * i as u16 + u16::from(peer);
+        let url = |i, peer| format!("http://127.0.0.1:{}", port(i, peer));
+        let initial: Vec<String> = (0..size)
+            .map(|i| format!("test{i}={}", url(i, true)))
+            .collect();
+        let members = (0..size)
+            .map(|i| {
+                let log = fs::File::create(dir.join(format!("etcd{i}.log"))).expect("etcd log");
+                Command::new("/usr/bin/etcd")
+                    .arg("--name")
+                    .arg(format!("test{i}"))
+                    .arg("--data-dir")
+                    .arg(dir.join(format!("etcd{i}")))
+                    .args(["--listen-client-urls", &url(i, false)])
+                    .args(["--advertise-client-urls", &url(i, false)])
+                    .args(["--listen-peer-urls", &url(i, true)])
+                    .args(["--initial-advertise-peer-urls", &url(i, true)])
+                    .arg(format!("--initial-cluster={}", initial.join(",")))
+                    .stdout(log.try_clone().expect("log"))
+                    .stderr(log)
+                    .spawn()
+                    .expect("start etcd")
+            })
+            .collect();
+        let hosts: Vec<String> = (0..size)
+            .map(|i| format!("127.0.0.1:{}", port(i, false)))
+            .collect();
         let etcd = Etcd {
-            child,
-            hosts: "127.0.0.1:2479".into(),
+            members,
+            hosts: hosts.join(","),
         };
-        wait_for("test etcd healthy", Duration::from_secs(20), || {
-            http("127.0.0.1:2479", "GET", "/health", None)
-                .filter(|(code, _)| *code == 200)
-                .map(drop)
-        });
+        for host in &hosts {
+            wait_for("test etcd healthy", Duration::from_secs(20), || {
+                http(host, "GET", "/health", None)
+                    .filter(|(code, _)| *code == 200)
+                    .map(drop)
+            });
+        }
         etcd
+    }
+
+    /// Sends `signal` to member `i` (SIGSTOP: it stops answering, as if
+    /// cut off; SIGCONT: back; SIGKILL: gone).
+    pub fn signal(&self, i: usize, signal: Signal) {
+        send(self.members[i].id() as i32, signal);
+    }
+
+    pub fn size(&self) -> usize {
+        self.members.len()
     }
 }
 
 impl Drop for Etcd {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        for member in &mut self.members {
+            send(member.id() as i32, Signal::SIGCONT);
+            let _ = member.kill();
+            let _ = member.wait();
+        }
     }
 }
 
