@@ -81,8 +81,13 @@ impl Etcd {
 
     /// An etcd of `size` members on 127.0.0.1, client ports 2479, 2489...
     pub fn cluster(dir: &Path, size: usize) -> Self {
+        Self::cluster_on(dir, "127.0.0.1", size)
+    }
+
+    /// The same on the address `ip`.
+    pub fn cluster_on(dir: &Path, ip: &str, size: usize) -> Self {
         let port = |i: usize, peer: bool| 2479 + 10 * i as u16 + u16::from(peer);
-        let url = |i, peer| format!("http://127.0.0.1:{}", port(i, peer));
+        let url = |i, peer| format!("http://{ip}:{}", port(i, peer));
         let initial: Vec<String> = (0..size)
             .map(|i| format!("test{i}={}", url(i, true)))
             .collect();
@@ -106,7 +111,7 @@ impl Etcd {
             })
             .collect();
         let hosts: Vec<String> = (0..size)
-            .map(|i| format!("127.0.0.1:{}", port(i, false)))
+            .map(|i| format!("{ip}:{}", port(i, false)))
             .collect();
         let etcd = Etcd {
             members,
@@ -157,6 +162,8 @@ pub struct NodeOptions {
     /// PGHOME, PGROOT and RW_DIR are the same on every member, as in
     /// pods. Commands that read them run in its namespace (`command`).
     pub shared_dir: Option<PathBuf>,
+    /// A network namespace to run in (`ip netns exec`).
+    pub netns: Option<String>,
 }
 
 impl NodeOptions {
@@ -169,6 +176,7 @@ impl NodeOptions {
             uid: None,
             extra_env: Vec::new(),
             shared_dir: None,
+            netns: None,
         }
     }
 }
@@ -261,7 +269,14 @@ impl Node {
                     .arg(spilo());
                 command
             }
-            None => Command::new(spilo()),
+            None => match &self.options.netns {
+                Some(netns) => {
+                    let mut command = Command::new("ip");
+                    command.args(["netns", "exec", netns]).arg(spilo());
+                    command
+                }
+                None => Command::new(spilo()),
+            },
         };
         command
             .arg("init")
