@@ -478,9 +478,7 @@ fn backups_from_a_replica_read_the_replica_and_the_primary_without_one() {
             Node::start(&scratch.path, options)
         })
         .collect();
-    let refs: Vec<&Node> = nodes.iter().collect();
-    let leader = wait_healthy(&refs, 1, Duration::from_secs(120));
-    let primary = nodes.iter().position(|n| n.name == leader).unwrap();
+    let primary = wait_leader_index(&nodes, 1, Duration::from_secs(120));
     let replica = 1 - primary;
 
     let said = format!(

@@ -16,9 +16,7 @@ fn start_pair(scratch: &Scratch, etcd: &Etcd, names: [(&str, &str); 2]) -> (Vec<
         .iter()
         .map(|(name, ip)| Node::start(&scratch.path, NodeOptions::new(name, ip, Some(&etcd.hosts))))
         .collect();
-    let refs: Vec<&Node> = nodes.iter().collect();
-    let leader = wait_healthy(&refs, 1, Duration::from_secs(120));
-    let primary = nodes.iter().position(|n| n.name == leader).unwrap();
+    let primary = wait_leader_index(&nodes, 1, Duration::from_secs(120));
     (nodes, primary)
 }
 
@@ -67,9 +65,8 @@ fn the_dcs_down_longer_than_ttl_demotes_the_primary_unless_failsafe_mode_sees_ev
         "a member still takes writes without a DCS"
     );
     etcd.signal(0, Signal::SIGCONT);
-    let refs: Vec<&Node> = nodes.iter().collect();
-    let leader = wait_healthy(&refs, 1, Duration::from_secs(90));
-    let primary = nodes.iter().position(|n| n.name == leader).unwrap();
+    let primary = wait_leader_index(&nodes, 1, Duration::from_secs(90));
+    let leader = nodes[primary].name.clone();
     let first = &nodes[primary];
 
     // failsafe_mode on: the primary sees every member through their REST

@@ -143,9 +143,7 @@ fn a_full_pgdata_on_the_primary_fails_over_and_the_member_recovers_without_loss(
             Node::start(&scratch.path, options)
         })
         .collect();
-    let refs: Vec<&Node> = nodes.iter().collect();
-    let leader = wait_healthy(&refs, 1, Duration::from_secs(120));
-    let primary = nodes.iter().position(|n| n.name == leader).unwrap();
+    let primary = wait_leader_index(&nodes, 1, Duration::from_secs(120));
     let replica = 1 - primary;
     // Patroni fails over once the primary has not come back within this.
     let (code, answer) = http(
@@ -210,7 +208,7 @@ fn a_full_pgdata_on_the_primary_fails_over_and_the_member_recovers_without_loss(
     let refs: Vec<&Node> = nodes.iter().collect();
     let new_leader = wait_new_leader(
         &refs,
-        &std::collections::BTreeSet::from([leader.clone()]),
+        &std::collections::BTreeSet::from([nodes[primary].name.clone()]),
         Duration::from_secs(120),
     );
     assert_eq!(new_leader, nodes[replica].name);

@@ -9,7 +9,7 @@ mod init_support;
 
 use std::collections::BTreeSet;
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -119,22 +119,6 @@ impl Drop for Network {
     }
 }
 
-/// The writer threads, stopped and joined when dropped (before the nodes
-/// they share, so that those are dropped and stopped too).
-struct Writers {
-    stop: Arc<AtomicBool>,
-    threads: Vec<thread::JoinHandle<()>>,
-}
-
-impl Drop for Writers {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        for thread in self.threads.drain(..) {
-            let _ = thread.join();
-        }
-    }
-}
-
 /// One acknowledged commit: its id, the member that took it, when.
 type Ack = (u64, String, Instant);
 
@@ -181,9 +165,8 @@ fn a_primary_cut_off_demotes_a_replica_leads_and_no_acknowledged_commit_is_lost(
             })
             .collect(),
     );
-    let refs: Vec<&Node> = nodes.iter().collect();
-    let leader = wait_healthy(&refs, 2, Duration::from_secs(120));
-    let old = nodes.iter().position(|n| n.name == leader).unwrap();
+    let old = wait_leader_index(&nodes, 2, Duration::from_secs(120));
+    let leader = nodes[old].name.clone();
     wait_for("a synchronous standby", Duration::from_secs(60), || {
         members(&nodes[old])?
             .iter()
@@ -196,33 +179,28 @@ fn a_primary_cut_off_demotes_a_replica_leads_and_no_acknowledged_commit_is_lost(
 
     // A writer on every member, each id tried once.
     let acks: Arc<Mutex<Vec<Ack>>> = Arc::default();
-    let mut writers = Writers {
-        stop: Arc::new(AtomicBool::new(false)),
-        threads: Vec::new(),
-    };
-    writers.threads = (0..3)
-        .map(|i| {
-            let (nodes, stop, acks) = (nodes.clone(), writers.stop.clone(), acks.clone());
-            thread::spawn(move || {
-                let node = &nodes[i];
-                let mut id = i as u64;
-                // Bounded: the test stops it within minutes.
-                for _ in 0..100_000 {
-                    if stop.load(Ordering::Relaxed) {
-                        break;
-                    }
-                    if insert(node, id) {
-                        acks.lock()
-                            .unwrap()
-                            .push((id, node.name.clone(), Instant::now()));
-                    } else {
-                        thread::sleep(Duration::from_millis(200));
-                    }
-                    id += 3;
+    let mut writers = Background::default();
+    for i in 0..3 {
+        let (nodes, acks) = (nodes.clone(), acks.clone());
+        writers.spawn(move |stop| {
+            let node = &nodes[i];
+            let mut id = i as u64;
+            // Bounded: the test stops it within minutes.
+            for _ in 0..100_000 {
+                if stop.load(Ordering::Relaxed) {
+                    break;
                 }
-            })
-        })
-        .collect();
+                if insert(node, id) {
+                    acks.lock()
+                        .unwrap()
+                        .push((id, node.name.clone(), Instant::now()));
+                } else {
+                    thread::sleep(Duration::from_millis(200));
+                }
+                id += 3;
+            }
+        });
+    }
     thread::sleep(Duration::from_secs(3));
 
     network.link(old, false);

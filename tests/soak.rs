@@ -10,7 +10,7 @@ mod init_support;
 use std::collections::BTreeSet;
 use std::fs;
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -82,21 +82,6 @@ fn options(scratch: &Scratch, name: &str, ip: &str, etcd: &Etcd) -> NodeOptions 
     options
 }
 
-/// Threads that stop and are joined when dropped (before the nodes).
-struct Load {
-    stop: Arc<AtomicBool>,
-    threads: Vec<thread::JoinHandle<()>>,
-}
-
-impl Drop for Load {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        for thread in self.threads.drain(..) {
-            let _ = thread.join();
-        }
-    }
-}
-
 /// A pgbench burst: when it ran, and whether it failed.
 type Burst = (Instant, Instant, bool);
 
@@ -166,12 +151,9 @@ fn pgbench_through_pgbouncer_across_ten_switchovers_and_two_kills() {
 
     let bursts: Arc<Mutex<Vec<Burst>>> = Arc::default();
     let acks: Arc<Mutex<Vec<(u64, Instant)>>> = Arc::default();
-    let mut load = Load {
-        stop: Arc::new(AtomicBool::new(false)),
-        threads: Vec::new(),
-    };
-    let (stop, record) = (load.stop.clone(), bursts.clone());
-    load.threads.push(thread::spawn(move || {
+    let mut load = Background::default();
+    let record = bursts.clone();
+    load.spawn(move |stop| {
         for _ in 0..10_000 {
             if stop.load(Ordering::Relaxed) {
                 break;
@@ -188,9 +170,9 @@ fn pgbench_through_pgbouncer_across_ten_switchovers_and_two_kills() {
                 thread::sleep(Duration::from_millis(500));
             }
         }
-    }));
-    let (stop, record) = (load.stop.clone(), acks.clone());
-    load.threads.push(thread::spawn(move || {
+    });
+    let record = acks.clone();
+    load.spawn(move |stop| {
         for id in 0..1_000_000u64 {
             if stop.load(Ordering::Relaxed) {
                 break;
@@ -208,7 +190,7 @@ fn pgbench_through_pgbouncer_across_ten_switchovers_and_two_kills() {
                 thread::sleep(Duration::from_millis(100));
             }
         }
-    }));
+    });
     thread::sleep(Duration::from_secs(5));
 
     // Ten switchovers, a kill of soak1 after the third and the seventh.

@@ -617,6 +617,42 @@ pub fn members(node: &Node) -> Option<Vec<(String, String, String)>> {
     )
 }
 
+/// As `wait_healthy`, for nodes owned together: the leader's index.
+pub fn wait_leader_index(nodes: &[Node], replicas: usize, within: Duration) -> usize {
+    let refs: Vec<&Node> = nodes.iter().collect();
+    let leader = wait_healthy(&refs, replicas, within);
+    nodes
+        .iter()
+        .position(|n| n.name == leader)
+        .expect("the leader is one of the nodes")
+}
+
+/// Threads that load or watch a cluster, told to stop and joined when
+/// dropped: declared after the nodes they use, so that those are dropped
+/// (and stopped) after them, also when a test fails.
+#[derive(Default)]
+pub struct Background {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Background {
+    /// Runs `work`, which polls the flag it gets and returns once it is set.
+    pub fn spawn(&mut self, work: impl FnOnce(&std::sync::atomic::AtomicBool) + Send + 'static) {
+        let stop = self.stop.clone();
+        self.threads.push(std::thread::spawn(move || work(&stop)));
+    }
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        for thread in self.threads.drain(..) {
+            let _ = thread.join();
+        }
+    }
+}
+
 /// Waits for one running leader and `replicas` streaming members; returns
 /// the leader's name.
 pub fn wait_healthy(nodes: &[&Node], replicas: usize, within: Duration) -> String {
