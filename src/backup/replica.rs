@@ -4,9 +4,11 @@
 //! reading, compression and checksums off the primary. The replica is
 //! the first streaming one by name in Patroni's view of the cluster.
 
+use std::io::{ErrorKind, Read};
 use std::net::IpAddr;
 use std::os::unix::process::CommandExt;
-use std::process::{Command, Stdio};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
 use nix::unistd::geteuid;
 use serde::Deserialize;
@@ -46,7 +48,7 @@ pub(crate) fn streaming(spec: &Spec, from: &FromReplica) -> Result<Option<Source
     if let Some((uid, gid)) = run_as(spec.owner, geteuid().is_root()) {
         command.uid(uid).gid(gid);
     }
-    let out = command.output().map_err(|source| BackupError::Run {
+    let out = output_within(command, PATRONICTL_TIMEOUT).map_err(|source| BackupError::Run {
         program: program.clone(),
         source,
     })?;
@@ -61,6 +63,50 @@ pub(crate) fn streaming(spec: &Spec, from: &FromReplica) -> Result<Option<Source
     }
     pick(&out.stdout, spec.port)
         .map_err(|e| BackupError::Patronictl(format!("{program} list: not the JSON expected: {e}")))
+}
+
+/// patronictl waits on an unreachable DCS: the backup does not.
+const PATRONICTL_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The command's output, or a TimedOut error once it ran `limit` (it is
+/// killed). Its pipes are read meanwhile, so a long answer cannot block it.
+fn output_within(mut command: Command, limit: Duration) -> std::io::Result<Output> {
+    let mut child = command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    let (stdout, stderr) = (drain(child.stdout.take()), drain(child.stderr.take()));
+    let deadline = Instant::now() + limit;
+    let status = loop {
+        if let Some(status) = child.try_wait()? {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(std::io::Error::new(
+                ErrorKind::TimedOut,
+                format!("no answer within {}s", limit.as_secs()),
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    Ok(Output {
+        status,
+        stdout: stdout.join().unwrap_or_default(),
+        stderr: stderr.join().unwrap_or_default(),
+    })
+}
+
+/// A pipe read to its end by a thread of its own.
+fn drain(pipe: Option<impl Read + Send + 'static>) -> std::thread::JoinHandle<Vec<u8>> {
+    std::thread::spawn(move || {
+        let mut bytes = Vec::new();
+        if let Some(mut pipe) = pipe {
+            let _ = pipe.read_to_end(&mut bytes);
+        }
+        bytes
+    })
 }
 
 fn pick(answer: &[u8], port: u16) -> Result<Option<Source>, serde_json::Error> {
@@ -150,6 +196,20 @@ mod tests {
             br#"[{"Member": "node2", "Host": "10.0.0.2", "Role": "Leader", "State": "running"}]"#;
         assert_eq!(pick(alone, 5432).unwrap(), None);
         assert!(pick(b"not json", 5432).is_err());
+    }
+
+    #[test]
+    fn a_patronictl_that_hangs_is_given_up_on() {
+        let mut sleeper = Command::new("sleep");
+        sleeper.arg("10");
+        let started = Instant::now();
+        let err = output_within(sleeper, Duration::from_millis(200)).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::TimedOut);
+        assert!(started.elapsed() < Duration::from_secs(5));
+        let mut echo = Command::new("echo");
+        echo.arg("[]");
+        let out = output_within(echo, Duration::from_secs(5)).unwrap();
+        assert_eq!(pick(&out.stdout, 5432).unwrap(), None);
     }
 
     #[test]
