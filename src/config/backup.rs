@@ -202,7 +202,7 @@ impl Backup {
             &env.get("WALG_BACKUP_FROM_REPLICA").map(str::to_owned),
         )?;
         // The members' certificates for pgBackRest's TLS server derive
-        // from the secret they all share (init_tls).
+        // from the secret they all share (render::backup_tls).
         if from_replica && env.get("PGPASSWORD_STANDBY").is_none() {
             return Err(ConfigError::invalid(
                 "WALG_BACKUP_FROM_REPLICA",
