@@ -205,7 +205,7 @@ fn context(dir: &Path, edit: impl FnOnce(&mut toml::Table)) {
     std::fs::create_dir_all(dir).unwrap();
     let tar = format!(
         "set -o pipefail; tar -C {root} --exclude=target -cf - \
-         Cargo.toml Cargo.lock .dockerignore Dockerfile src extensions image | tar -C {} -xf -",
+         Cargo.toml Cargo.lock fuzz/Cargo.toml .dockerignore Dockerfile src extensions image | tar -C {} -xf -",
         dir.display()
     );
     run(Command::new("bash").args(["-c", &tar]));
