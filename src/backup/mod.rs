@@ -131,7 +131,7 @@ pub fn now(spec: &Spec, kind: BackupType) -> Result<(), BackupError> {
         .map(str::to_owned)
         .to_vec();
     if let Some(from) = &spec.from_replica {
-        let (options, words) = replica::reading(from, replica::streaming(spec, from));
+        let (options, words) = replica::reading(spec, from, replica::streaming(spec, from));
         eprintln!("spilo backup now: {words}");
         args.extend(options);
     }

@@ -136,12 +136,13 @@ fn host_without_port(host: &str, port: u16) -> String {
 /// extra options, and the words that say so in the log. Without a
 /// streaming replica the primary is read: a backup is never skipped.
 pub(crate) fn reading(
+    spec: &Spec,
     from: &FromReplica,
     found: Result<Option<Source>, BackupError>,
 ) -> (Vec<String>, String) {
     match found {
         Ok(Some(source)) => (
-            options(from, &source),
+            options(spec, from, &source),
             format!("reading replica {} ({})", source.name, source.host),
         ),
         Ok(None) => (
@@ -159,7 +160,7 @@ pub(crate) fn reading(
 /// reached over TLS, and this primary stays pg1. Its socket, port and
 /// user are the replica's own configuration's (where it is here: every
 /// member has the same paths).
-fn options(from: &FromReplica, source: &Source) -> Vec<String> {
+fn options(spec: &Spec, from: &FromReplica, source: &Source) -> Vec<String> {
     vec![
         "--backup-standby".to_owned(),
         format!("--pg2-host={}", source.host),
@@ -169,7 +170,7 @@ fn options(from: &FromReplica, source: &Source) -> Vec<String> {
         format!("--pg2-host-cert-file={}", from.cert_file.display()),
         format!("--pg2-host-key-file={}", from.key_file.display()),
         format!("--pg2-path={}", from.pgdata.display()),
-        format!("--pg2-host-config={}", from.config.display()),
+        format!("--pg2-host-config={}", spec.config.display()),
     ]
 }
 

@@ -284,7 +284,7 @@ impl<'a> Scheduler<'a> {
         let reads = match &self.spec.from_replica {
             Some(from) => {
                 let found = world.streaming_replica(from);
-                let (options, words) = replica::reading(from, found);
+                let (options, words) = replica::reading(self.spec, from, found);
                 args.extend(options);
                 format!(", {words}")
             }
@@ -664,7 +664,6 @@ mod tests {
                 patronictl: "patronictl".into(),
                 patroni_config: "/run/postgres.yml".into(),
                 pgdata: "/home/postgres/pgdata/pgroot/data".into(),
-                config: "/run/pgbackrest/pgbackrest.conf".into(),
                 tls_port: 8432,
                 ca_file: "/run/tls/ca.crt".into(),
                 cert_file: "/run/tls/client.crt".into(),
@@ -689,7 +688,7 @@ mod tests {
                  --pg2-host-port=8432 --pg2-host-ca-file=/run/tls/ca.crt \
                  --pg2-host-cert-file=/run/tls/client.crt --pg2-host-key-file=/run/tls/member.key \
                  --pg2-path=/home/postgres/pgdata/pgroot/data \
-                 --pg2-host-config=/run/pgbackrest/pgbackrest.conf"
+                 --pg2-host-config=/run/pgbackrest.conf"
             )]
         );
         assert_eq!(

@@ -39,10 +39,8 @@ pub struct FromReplica {
     /// the address each is dialled at.
     pub patronictl: PathBuf,
     pub patroni_config: PathBuf,
-    /// PGDATA and pgBackRest's configuration, the same paths on every
-    /// member.
+    /// PGDATA, the same path on every member (as `config` is).
     pub pgdata: PathBuf,
-    pub config: PathBuf,
     pub tls_port: u16,
     pub ca_file: PathBuf,
     pub cert_file: PathBuf,
@@ -64,7 +62,6 @@ impl Spec {
             patronictl: patroni.with_file_name("patronictl"),
             patroni_config: paths.patroni_config(),
             pgdata: paths.pgdata.clone(),
-            config: paths.pgbackrest_config(),
             tls_port: crate::render::backup_tls::PORT,
             ca_file: paths.pgbackrest_tls("ca.crt"),
             cert_file: paths.pgbackrest_tls("client.crt"),
