@@ -11,4 +11,5 @@ pub mod configure;
 pub mod envdir;
 pub(crate) mod files;
 pub mod init;
+pub mod monitor;
 pub mod render;

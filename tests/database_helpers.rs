@@ -350,7 +350,7 @@ fn the_roles_are_made_and_reset_after_every_promotion() {
     let out = server.post_init();
     assert!(
         String::from_utf8_lossy(&out.stderr).contains(&format!(
-            "spilo hook post-init: roles ensured: admin, {HUMAN_ROLE}, cron_admin, robot_zmon"
+            "spilo hook post-init: roles ensured: admin, {HUMAN_ROLE}, cron_admin, robot_zmon, spilo_monitor"
         )),
         "{out:?}"
     );
@@ -361,6 +361,13 @@ fn the_roles_are_made_and_reset_after_every_promotion() {
         assert_eq!(attributes(&server, role), nologin, "{role}");
     }
     assert!(is_member(&server, "admin", "cron_admin"));
+    // The monitor's role logs in and reads statistics, nothing more.
+    assert_eq!(attributes(&server, "spilo_monitor"), "t:f:f:f:f:f:t");
+    assert!(is_member(&server, "spilo_monitor", "pg_read_all_stats"));
+    assert_eq!(
+        server.sql("SELECT count(*) FROM pg_auth_members WHERE member = 'spilo_monitor'::regrole"),
+        "1"
+    );
     // The admin password arrived intact (admin logs in only when allowed to).
     server.sql("ALTER ROLE admin LOGIN");
     assert_eq!(

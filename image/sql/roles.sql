@@ -34,3 +34,11 @@ SELECT pg_catalog.format('ALTER ROLE %I PASSWORD %L', rolname, :'admin_password'
   FROM pg_catalog.pg_authid
  WHERE rolname = :'admin' AND rolpassword IS NULL
 \gexec
+
+-- The monitor on 8080 (spilo init) samples over the local socket as a role
+-- of its own that may read every session's statistics and nothing else.
+SELECT 'CREATE ROLE spilo_monitor'
+ WHERE NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = 'spilo_monitor')
+\gexec
+ALTER ROLE spilo_monitor WITH LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS INHERIT CONNECTION LIMIT 3;
+GRANT pg_read_all_stats TO spilo_monitor;

@@ -208,6 +208,13 @@ pub(crate) struct Vars {
     pub(crate) pgbouncer_configuration: Option<String>,
     pub(crate) pgbouncer_authentication: Option<String>,
     pub(crate) pgbouncer_auth: Option<String>,
+
+    pub(crate) bgmon_enabled: Option<String>,
+    pub(crate) bgmon_listen_ip: Option<String>,
+    pub(crate) bgmon_port: Option<String>,
+    pub(crate) bgmon_naptime: Option<String>,
+    pub(crate) bgmon_history_buckets: Option<String>,
+    pub(crate) bgmon_query_text: Option<String>,
 }
 
 /// Treats an empty value like an unset one, as Spilo's shell heritage does.

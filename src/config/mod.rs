@@ -12,6 +12,7 @@ pub(crate) mod identity;
 pub(crate) mod kubernetes;
 pub(crate) mod memory;
 pub(crate) mod merge;
+pub(crate) mod monitor;
 pub(crate) mod paths;
 pub(crate) mod ssl;
 pub(crate) mod standby;
@@ -27,6 +28,7 @@ pub(crate) use backup::{Backup, Restore};
 pub(crate) use clone::BasebackupClone;
 pub(crate) use dcs::{Dcs, DcsKind};
 pub use env::Env;
+use monitor::Monitor;
 pub(crate) use error::ConfigError;
 pub(crate) use extras::Pgbouncer;
 pub(crate) use identity::{HostFacts, Identity, ThisHost};
@@ -81,6 +83,8 @@ pub struct Config {
     /// SPILO_CONFIGURATION, merged over the generated Patroni config.
     pub(crate) user: Map<String, Value>,
     pub(crate) pgbouncer: Option<Pgbouncer>,
+    /// The monitor on 8080, unless BGMON_ENABLED turns it off.
+    pub(crate) monitor: Option<Monitor>,
     /// WAL archiving and backups, when a store is configured.
     pub(crate) backup: Option<Backup>,
     /// The bootstrap restores this repository instead of running initdb.
@@ -140,6 +144,7 @@ impl Config {
             ));
         }
         let pgbouncer = Pgbouncer::from_vars(&vars)?;
+        let monitor = Monitor::from_vars(&vars)?;
         let namespace = kubernetes
             .as_ref()
             .filter(|_| dcs.kind == DcsKind::Kubernetes)
@@ -244,6 +249,7 @@ impl Config {
             initdb_locale,
             user,
             pgbouncer,
+            monitor,
             backup,
             restore,
             basebackup_clone,

@@ -132,6 +132,7 @@ pub fn run(env: &Env, options: &Options) -> Result<u8, InitError> {
             patroni,
         )?;
     }
+    start_monitor(&config);
     let periodic = vec![watch_certificates(&config), watch_space(&config)];
     info!(
         "configured in {:.1} ms",
@@ -315,6 +316,36 @@ fn watch_space(config: &Config) -> supervisor::Periodic {
         (Holds::Wal, paths.pgdata.join("pg_wal")),
         (Holds::Log, paths.pglog.clone()),
     ])
+}
+
+/// The monitor on 8080; a port it cannot have costs the monitor, never
+/// the database.
+fn start_monitor(config: &Config) {
+    let Some(monitor) = &config.monitor else {
+        return;
+    };
+    let paths = &config.paths;
+    let settings = crate::monitor::Settings {
+        listen: std::net::SocketAddr::new(monitor.listen, monitor.port),
+        naptime: monitor.naptime,
+        history_buckets: monitor.history_buckets,
+        query_text: monitor.query_text,
+        socket_dir: paths.socket_dir(),
+        pg_port: config.identity.pg_port,
+        pgdata: paths.pgdata.clone(),
+        wal: paths.pgwal.clone().unwrap_or_else(|| paths.pgdata.join("pg_wal")),
+        log: paths.pglog.clone(),
+        cluster_name: config.identity.scope.clone(),
+        patroni: config.ssl.restapi.is_none().then(|| {
+            (
+                config.identity.restapi_connect_host.clone(),
+                config.identity.api_port,
+            )
+        }),
+    };
+    if let Err(e) = crate::monitor::start(settings) {
+        warn!("{e}; PostgreSQL runs without it");
+    }
 }
 
 /// Supervises the tree until it is down; its exit status.

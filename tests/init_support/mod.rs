@@ -226,6 +226,8 @@ impl Node {
             ("SPILO_PATRONI_BIN".into(), patroni().display().to_string()),
             ("SPILO_STOP_TIMEOUT".into(), "40".into()),
             ("SPILO_CONFIGURATION".into(), configuration.to_string()),
+            // Each node's monitor on its own address, as in its own pod.
+            ("BGMON_LISTEN_IP".into(), ip.clone()),
         ];
         if let Some(hosts) = &options.etcd_hosts {
             env.push(("ETCD3_HOSTS".into(), hosts.clone()));

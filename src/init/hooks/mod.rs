@@ -208,7 +208,7 @@ pub fn callback(
 /// The line a hook prints when it has done its work.
 pub fn summary(spec: &Spec) -> String {
     format!(
-        "roles ensured: {}, {}, cron_admin, robot_zmon; database helpers in every database",
+        "roles ensured: {}, {}, cron_admin, robot_zmon, spilo_monitor; database helpers in every database",
         spec.admin, spec.human_role
     )
 }
