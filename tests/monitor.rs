@@ -32,7 +32,9 @@ struct Answer {
 }
 
 fn get(ip: &str, path: &str, headers: &str) -> Option<Answer> {
-    let mut stream = TcpStream::connect_timeout(&format!("{ip}:8080").parse().ok()?, Duration::from_secs(2)).ok()?;
+    let mut stream =
+        TcpStream::connect_timeout(&format!("{ip}:8080").parse().ok()?, Duration::from_secs(2))
+            .ok()?;
     stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
     write!(stream, "GET {path} HTTP/1.1\r\nHost: {ip}\r\n{headers}\r\n").ok()?;
     let mut raw = Vec::new();
@@ -70,7 +72,15 @@ fn psql_on(node: &Node, sql: &str) -> String {
 /// A psql session kept open on stdin, so that its transaction stays.
 fn session(node: &Node, name: &str, sql: &str) -> Child {
     let mut child = Command::new(PSQL)
-        .args(["-h", &node.socket_dir().display().to_string(), "-U", "postgres", "-d", "postgres", "-q"])
+        .args([
+            "-h",
+            &node.socket_dir().display().to_string(),
+            "-U",
+            "postgres",
+            "-d",
+            "postgres",
+            "-q",
+        ])
         .env("PGAPPNAME", name)
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
@@ -84,14 +94,18 @@ fn session(node: &Node, name: &str, sql: &str) -> Child {
 }
 
 fn pid_of(node: &Node, application: &str) -> u32 {
-    wait_for(&format!("the session {application}"), Duration::from_secs(20), || {
-        node.psql(&format!(
+    wait_for(
+        &format!("the session {application}"),
+        Duration::from_secs(20),
+        || {
+            node.psql(&format!(
             "SELECT pid FROM pg_stat_activity WHERE application_name = '{application}' AND state IS NOT NULL"
         ))
         .ok()?
         .parse()
         .ok()
-    })
+        },
+    )
 }
 
 /// (utime + stime) ticks of the monitor's threads of `spilo init`.
@@ -142,10 +156,22 @@ fn parse_metrics(text: &str) -> Vec<String> {
         .stderr(Stdio::piped())
         .spawn()
         .expect("python: run tests/setup");
-    child.stdin.take().expect("stdin").write_all(text.as_bytes()).expect("metrics to the parser");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(text.as_bytes())
+        .expect("metrics to the parser");
     let out = child.wait_with_output().expect("parser");
-    assert!(out.status.success(), "the parser refused /metrics: {}\n{text}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout).lines().map(str::to_owned).collect()
+    assert!(
+        out.status.success(),
+        "the parser refused /metrics: {}\n{text}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect()
 }
 
 fn metric(lines: &[String], name: &str) -> Vec<f64> {
@@ -178,16 +204,24 @@ fn bg_mon_document_history_metrics_and_page_under_pgbench() {
     let (primary, replica) = (&primary, &replica);
     let socket = primary.socket_dir().display().to_string();
     let init = Command::new(PGBENCH)
-        .args(["-i", "-q", "-s", "1", "-h", &socket, "-U", "postgres", "postgres"])
+        .args([
+            "-i", "-q", "-s", "1", "-h", &socket, "-U", "postgres", "postgres",
+        ])
         .output()
         .expect("pgbench -i");
-    assert!(init.status.success(), "{}", String::from_utf8_lossy(&init.stderr));
+    assert!(
+        init.status.success(),
+        "{}",
+        String::from_utf8_lossy(&init.stderr)
+    );
 
     let spilo_pid = primary.pid().expect("spilo init's pid");
     let ticks_before = monitor_ticks(spilo_pid);
     let measured_from = Instant::now();
     let mut load = Command::new(PGBENCH)
-        .args(["-c", "4", "-T", "100", "-n", "-h", &socket, "-U", "postgres", "postgres"])
+        .args([
+            "-c", "4", "-T", "100", "-n", "-h", &socket, "-U", "postgres", "postgres",
+        ])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -207,10 +241,29 @@ fn bg_mon_document_history_metrics_and_page_under_pgbench() {
         },
         || format!(": the last was {:?}", snapshot(&primary.ip)),
     );
-    let keys: Vec<&str> = doc.as_object().unwrap().keys().map(String::as_str).collect();
+    let keys: Vec<&str> = doc
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
     assert_eq!(
-        keys.iter().filter(|k| **k != "cgroup").copied().collect::<Vec<_>>(),
-        ["hostname", "time", "sysname", "cpu_cores", "postgresql", "system_stats", "disk_stats", "databases", "net_stats", "processes"]
+        keys.iter()
+            .filter(|k| **k != "cgroup")
+            .copied()
+            .collect::<Vec<_>>(),
+        [
+            "hostname",
+            "time",
+            "sysname",
+            "cpu_cores",
+            "postgresql",
+            "system_stats",
+            "disk_stats",
+            "databases",
+            "net_stats",
+            "processes"
+        ]
     );
     let pg = &doc["postgresql"];
     assert_eq!(pg["role"], "master");
@@ -226,7 +279,10 @@ fn bg_mon_document_history_metrics_and_page_under_pgbench() {
     assert!(doc["system_stats"]["memory"]["total"].as_u64().unwrap() > 0);
     for volume in ["data", "wal", "log"] {
         let disk = &doc["disk_stats"][volume];
-        assert!(disk["device"]["space"]["total"].as_u64().unwrap() > 0, "{disk}");
+        assert!(
+            disk["device"]["space"]["total"].as_u64().unwrap() > 0,
+            "{disk}"
+        );
         assert!(disk["device"]["io"]["write"].is_f64(), "{disk}");
     }
     assert!(doc["databases"]["postgres"]["xact"]["commit"].is_u64());
@@ -234,9 +290,15 @@ fn bg_mon_document_history_metrics_and_page_under_pgbench() {
     // Every backend listed is one pg_stat_activity has, with the same
     // user and database; /proc has its state and memory.
     let listed = processes(&doc);
-    let activity = psql_on(primary, "SELECT string_agg(pid || ':' || coalesce(usename, '') || ':' || coalesce(datname, '') || ':' || backend_type, '|') FROM pg_stat_activity");
+    let activity = psql_on(
+        primary,
+        "SELECT string_agg(pid || ':' || coalesce(usename, '') || ':' || coalesce(datname, '') || ':' || backend_type, '|') FROM pg_stat_activity",
+    );
     let known: BTreeSet<&str> = activity.split('|').collect();
-    let pgbench: Vec<&Value> = listed.iter().filter(|p| p["query"].as_str().is_some_and(|q| q.contains("pgbench_"))).collect();
+    let pgbench: Vec<&Value> = listed
+        .iter()
+        .filter(|p| p["query"].as_str().is_some_and(|q| q.contains("pgbench_")))
+        .collect();
     assert!(!pgbench.is_empty() && pgbench.len() <= 4, "{pgbench:?}");
     for p in &pgbench {
         let pid = p["pid"].as_u64().unwrap();
@@ -264,27 +326,49 @@ fn bg_mon_document_history_metrics_and_page_under_pgbench() {
 
     // A backend waiting on a lock names its blocker.
     psql_on(primary, "CREATE TABLE IF NOT EXISTS held (id int)");
-    let mut holder = session(primary, "holder", "BEGIN; LOCK TABLE held IN ACCESS EXCLUSIVE MODE;\n");
+    let mut holder = session(
+        primary,
+        "holder",
+        "BEGIN; LOCK TABLE held IN ACCESS EXCLUSIVE MODE;\n",
+    );
     let holder_pid = pid_of(primary, "holder");
     let mut waiter = session(primary, "waiter", "SELECT count(*) FROM held;\n");
     let waiter_pid = pid_of(primary, "waiter");
-    let blocked = wait_for("the waiter locked_by the holder", Duration::from_secs(15), || {
-        let doc = snapshot(&primary.ip)?;
-        processes(&doc).into_iter().find(|p| p["pid"] == waiter_pid && p["locked_by"] == serde_json::json!([holder_pid]))
-    });
+    let blocked = wait_for(
+        "the waiter locked_by the holder",
+        Duration::from_secs(15),
+        || {
+            let doc = snapshot(&primary.ip)?;
+            processes(&doc).into_iter().find(|p| {
+                p["pid"] == waiter_pid && p["locked_by"] == serde_json::json!([holder_pid])
+            })
+        },
+    );
     assert_eq!(blocked["wait_event_type"], "Lock");
     assert_eq!(blocked["query"], "SELECT count(*) FROM held;");
     let doc = snapshot(&primary.ip).unwrap();
-    let idle_holder = processes(&doc).into_iter().find(|p| p["pid"] == holder_pid).expect("the idle blocker is listed");
-    assert!(idle_holder["idle_in_transaction"].is_number(), "{idle_holder}");
+    let idle_holder = processes(&doc)
+        .into_iter()
+        .find(|p| p["pid"] == holder_pid)
+        .expect("the idle blocker is listed");
+    assert!(
+        idle_holder["idle_in_transaction"].is_number(),
+        "{idle_holder}"
+    );
     assert!(idle_holder["age"].is_number(), "{idle_holder}");
 
     // Query text off on the replica: its sessions show, their SQL not.
     let mut sleeper = session(replica, "sleeper", "SELECT pg_sleep(30);\n");
     let sleeper_pid = pid_of(replica, "sleeper");
-    let asleep = wait_for("the replica's sleeping session", Duration::from_secs(25), || {
-        processes(&snapshot(&replica.ip)?).into_iter().find(|p| p["pid"] == sleeper_pid)
-    });
+    let asleep = wait_for(
+        "the replica's sleeping session",
+        Duration::from_secs(25),
+        || {
+            processes(&snapshot(&replica.ip)?)
+                .into_iter()
+                .find(|p| p["pid"] == sleeper_pid)
+        },
+    );
     assert!(asleep.get("query").is_none(), "{asleep}");
     assert_eq!(asleep["wait_event"], "PgSleep");
     let replica_doc = snapshot(&replica.ip).unwrap();
@@ -296,32 +380,59 @@ fn bg_mon_document_history_metrics_and_page_under_pgbench() {
     let metrics = |ip: &str| {
         let answer = get(ip, "/metrics", "").expect("/metrics");
         assert_eq!(answer.status, 200);
-        assert!(answer.headers.contains("text/plain; version=0.0.4"), "{}", answer.headers);
+        assert!(
+            answer.headers.contains("text/plain; version=0.0.4"),
+            "{}",
+            answer.headers
+        );
         parse_metrics(&String::from_utf8_lossy(&answer.body))
     };
     let parsed = metrics(&primary.ip);
     assert_eq!(metric(&parsed, "spilo_postgres_up"), [1.0]);
     assert_eq!(metric(&parsed, "spilo_patroni_up"), [1.0]);
     assert_eq!(metric(&parsed, "spilo_postgres_in_recovery"), [0.0]);
-    assert!(metric(&parsed, "spilo_postgres_xact_commits_total").iter().sum::<f64>() > 0.0);
-    assert!(parsed.iter().any(|l| l.contains("spilo_postgres_connections") && l.contains("'active'")), "{parsed:?}");
+    assert!(
+        metric(&parsed, "spilo_postgres_xact_commits_total")
+            .iter()
+            .sum::<f64>()
+            > 0.0
+    );
+    assert!(
+        parsed
+            .iter()
+            .any(|l| l.contains("spilo_postgres_connections") && l.contains("'active'")),
+        "{parsed:?}"
+    );
     assert_eq!(metric(&parsed, "spilo_volume_free_bytes").len(), 3);
-    let receiver: i32 = replica.psql("SELECT pid FROM pg_stat_wal_receiver").expect("walreceiver").parse().expect("pid");
+    let receiver: i32 = replica
+        .psql("SELECT pid FROM pg_stat_wal_receiver")
+        .expect("walreceiver")
+        .parse()
+        .expect("pid");
     send(receiver, Signal::SIGSTOP);
     let lag = wait_for("the lag to grow", Duration::from_secs(30), || {
-        metric(&metrics(&primary.ip), "spilo_postgres_replication_lag_bytes")
-            .first()
-            .copied()
-            .filter(|lag| *lag > 256.0 * 1024.0)
+        metric(
+            &metrics(&primary.ip),
+            "spilo_postgres_replication_lag_bytes",
+        )
+        .first()
+        .copied()
+        .filter(|lag| *lag > 256.0 * 1024.0)
     });
     send(receiver, Signal::SIGCONT);
     wait_for("the lag to shrink", Duration::from_secs(60), || {
-        metric(&metrics(&primary.ip), "spilo_postgres_replication_lag_bytes")
-            .first()
-            .copied()
-            .filter(|now| *now < lag / 4.0)
+        metric(
+            &metrics(&primary.ip),
+            "spilo_postgres_replication_lag_bytes",
+        )
+        .first()
+        .copied()
+        .filter(|now| *now < lag / 4.0)
     });
-    assert_eq!(metric(&metrics(&replica.ip), "spilo_postgres_in_recovery"), [1.0]);
+    assert_eq!(
+        metric(&metrics(&replica.ip), "spilo_postgres_in_recovery"),
+        [1.0]
+    );
 
     // A stuck monitor session (its backend stopped) costs samples, never
     // an answer.
@@ -330,13 +441,22 @@ fn bg_mon_document_history_metrics_and_page_under_pgbench() {
     let stuck = Instant::now();
     while stuck.elapsed() < Duration::from_secs(8) {
         let asked = Instant::now();
-        assert!(snapshot(&primary.ip).is_some(), "no answer while the session is stuck");
-        assert!(asked.elapsed() < Duration::from_secs(1), "{:?}", asked.elapsed());
+        assert!(
+            snapshot(&primary.ip).is_some(),
+            "no answer while the session is stuck"
+        );
+        assert!(
+            asked.elapsed() < Duration::from_secs(1),
+            "{:?}",
+            asked.elapsed()
+        );
         std::thread::sleep(Duration::from_millis(500));
     }
     send(monitor_backend, Signal::SIGCONT);
     wait_for("PostgreSQL reached again", Duration::from_secs(30), || {
-        snapshot(&primary.ip)?["postgresql"]["version"].as_str().map(drop)
+        snapshot(&primary.ip)?["postgresql"]["version"]
+            .as_str()
+            .map(drop)
     });
 
     // History: the current minute's bucket by index and by time, brotli
@@ -346,46 +466,93 @@ fn bg_mon_document_history_metrics_and_page_under_pgbench() {
     let index = (time / 60) % 5;
     let br = get(&primary.ip, &format!("/{index}"), "Accept-Encoding: br\r\n").expect("bucket");
     assert_eq!(br.status, 200);
-    assert!(br.headers.contains("Content-Encoding: br"), "{}", br.headers);
+    assert!(
+        br.headers.contains("Content-Encoding: br"),
+        "{}",
+        br.headers
+    );
     let open = String::from_utf8(unbrotli(&br.body)).unwrap();
-    assert!(open.starts_with("[{\"hostname\""), "{}", &open[..open.len().min(80)]);
+    assert!(
+        open.starts_with("[{\"hostname\""),
+        "{}",
+        &open[..open.len().min(80)]
+    );
     let plain = get(&primary.ip, &format!("/{time}"), "").expect("bucket by time");
     let array: Vec<Value> = serde_json::from_slice(&plain.body).expect("a closed array");
-    assert!(!array.is_empty() && array.iter().all(|d| d["time"].as_i64().unwrap() / 60_000 == time / 60));
+    assert!(
+        !array.is_empty()
+            && array
+                .iter()
+                .all(|d| d["time"].as_i64().unwrap() / 60_000 == time / 60)
+    );
     let prev = wait_for("the previous minute", Duration::from_secs(70), || {
         let answer = get(&primary.ip, "/prev", "").filter(|a| a.status == 200)?;
         serde_json::from_slice::<Vec<Value>>(&answer.body).ok()
     });
-    let minutes: BTreeSet<i64> = prev.iter().map(|d| d["time"].as_i64().unwrap() / 60_000).collect();
+    let minutes: BTreeSet<i64> = prev
+        .iter()
+        .map(|d| d["time"].as_i64().unwrap() / 60_000)
+        .collect();
     assert_eq!(minutes.len(), 1, "one minute per bucket: {minutes:?}");
     assert!(minutes.iter().all(|m| *m < time / 60 + 2), "{minutes:?}");
-    assert!(prev.windows(2).all(|w| w[0]["time"].as_i64() < w[1]["time"].as_i64()));
+    assert!(
+        prev.windows(2)
+            .all(|w| w[0]["time"].as_i64() < w[1]["time"].as_i64())
+    );
 
     // The page, in a real browser: a row for a pgbench backend, and the
     // charts' legend colours on the screenshot.
     let chromium = |args: &[&str]| {
         let out = Command::new("chromium")
-            .args(["--headless", "--no-sandbox", "--disable-gpu", "--virtual-time-budget=5000", "--window-size=1280,900"])
+            .args([
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--virtual-time-budget=5000",
+                "--window-size=1280,900",
+            ])
             .args(args)
             .output()
             .expect("chromium: run tests/setup");
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         out.stdout
     };
     let url = format!("http://{}:8080/ui", primary.ip);
     let dom = String::from_utf8(chromium(&["--dump-dom", &url])).unwrap();
-    assert!(dom.contains(&format!("data-pid=\"{waiter_pid}\"")), "no row for the waiter in {dom}");
+    assert!(
+        dom.contains(&format!("data-pid=\"{waiter_pid}\"")),
+        "no row for the waiter in {dom}"
+    );
     assert!(dom.contains("SELECT count(*) FROM held;"), "{dom}");
     let shot = scratch.path.join("ui.png");
     chromium(&[&format!("--screenshot={}", shot.display()), &url]);
-    let decoder = png::Decoder::new(std::io::BufReader::new(fs::File::open(&shot).expect("screenshot")));
+    let decoder = png::Decoder::new(std::io::BufReader::new(
+        fs::File::open(&shot).expect("screenshot"),
+    ));
     let mut reader = decoder.read_info().expect("a PNG");
     let mut pixels = vec![0; reader.output_buffer_size().expect("size")];
     let info = reader.next_frame(&mut pixels).expect("frame");
     let step = info.color_type.samples();
-    let count = |rgb: [u8; 3]| pixels[..info.buffer_size()].chunks(step).filter(|p| p[..3] == rgb).count();
-    for (name, rgb) in [("CPU user", [0x1f, 0x77, 0xb4]), ("load", [0xd6, 0x27, 0x28]), ("memory used", [0x2c, 0xa0, 0x2c])] {
-        assert!(count(rgb) >= 100, "{name}: {} pixels of its colour", count(rgb));
+    let count = |rgb: [u8; 3]| {
+        pixels[..info.buffer_size()]
+            .chunks(step)
+            .filter(|p| p[..3] == rgb)
+            .count()
+    };
+    for (name, rgb) in [
+        ("CPU user", [0x1f, 0x77, 0xb4]),
+        ("load", [0xd6, 0x27, 0x28]),
+        ("memory used", [0x2c, 0xa0, 0x2c]),
+    ] {
+        assert!(
+            count(rgb) >= 100,
+            "{name}: {} pixels of its colour",
+            count(rgb)
+        );
     }
 
     // Bad requests: 404, 405, 431 or a closed connection; it keeps serving.
@@ -400,7 +567,11 @@ fn bg_mon_document_history_metrics_and_page_under_pgbench() {
     let asked = Instant::now();
     let served = snapshot(&primary.ip).expect("an answer beside 300 idle connections");
     assert!(served["time"].is_i64());
-    assert!(asked.elapsed() < Duration::from_secs(1), "{:?}", asked.elapsed());
+    assert!(
+        asked.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        asked.elapsed()
+    );
     // They are let go after the deadline.
     std::thread::sleep(Duration::from_secs(6));
     let closed = idle

@@ -29,7 +29,8 @@ const DEFAULT_BUCKETS: u16 = 120;
 impl Monitor {
     /// None when BGMON_ENABLED turns it off.
     pub(crate) fn from_vars(vars: &Vars) -> Result<Option<Self>, ConfigError> {
-        if set(&vars.bgmon_enabled).is_some() && !parse_bool("BGMON_ENABLED", &vars.bgmon_enabled)? {
+        if set(&vars.bgmon_enabled).is_some() && !parse_bool("BGMON_ENABLED", &vars.bgmon_enabled)?
+        {
             return Ok(None);
         }
         let listen = match set(&vars.bgmon_listen_ip) {
@@ -82,7 +83,12 @@ mod tests {
     use super::*;
 
     fn vars(pairs: &[(&str, &str)]) -> Vars {
-        envy::from_iter(pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))).unwrap()
+        envy::from_iter(
+            pairs
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
+        )
+        .unwrap()
     }
 
     #[test]
@@ -109,7 +115,10 @@ mod tests {
         assert_eq!(monitor.naptime, Duration::from_secs(5));
         assert_eq!(monitor.history_buckets, 0);
         assert!(!monitor.query_text);
-        assert_eq!(Monitor::from_vars(&vars(&[("BGMON_ENABLED", "false")])).unwrap(), None);
+        assert_eq!(
+            Monitor::from_vars(&vars(&[("BGMON_ENABLED", "false")])).unwrap(),
+            None
+        );
         for (var, value) in [
             ("BGMON_LISTEN_IP", "localhost"),
             ("BGMON_NAPTIME", "0"),

@@ -333,7 +333,10 @@ fn start_monitor(config: &Config) {
         socket_dir: paths.socket_dir(),
         pg_port: config.identity.pg_port,
         pgdata: paths.pgdata.clone(),
-        wal: paths.pgwal.clone().unwrap_or_else(|| paths.pgdata.join("pg_wal")),
+        wal: paths
+            .pgwal
+            .clone()
+            .unwrap_or_else(|| paths.pgdata.join("pg_wal")),
         log: paths.pglog.clone(),
         cluster_name: config.identity.scope.clone(),
         patroni: config.ssl.restapi.is_none().then(|| {

@@ -99,16 +99,25 @@ mod tests {
         let write = |name: &str, text: &str| std::fs::write(dir.path().join(name), text).unwrap();
         write("memory.current", "1048576\n");
         write("memory.max", "4194304\n");
-        write("memory.stat", "anon 524288\nfile 262144\nfile_dirty 4096\ninactive_file 8192\n");
+        write(
+            "memory.stat",
+            "anon 524288\nfile 262144\nfile_dirty 4096\ninactive_file 8192\n",
+        );
         write("memory.events", "low 0\nhigh 0\nmax 3\noom 1\noom_kill 1\n");
         write("cpu.stat", "usage_usec 30\nuser_usec 20\nsystem_usec 10\n");
         write("cpu.max", "200000 100000\n");
         write("cpu.weight", "100\n");
         let cgroup = read(dir.path());
         let memory = cgroup.memory.unwrap();
-        assert_eq!((memory.limit, memory.anon, memory.oom_kill), (Some(4194304), 524288, 1));
+        assert_eq!(
+            (memory.limit, memory.anon, memory.oom_kill),
+            (Some(4194304), 524288, 1)
+        );
         let cpu = cgroup.cpu.unwrap();
-        assert_eq!((cpu.quota, cpu.user_usec, cpu.weight), (Some((200000, 100000)), 20, Some(100)));
+        assert_eq!(
+            (cpu.quota, cpu.user_usec, cpu.weight),
+            (Some((200000, 100000)), 20, Some(100))
+        );
         write("memory.max", "max\n");
         write("cpu.max", "max 100000\n");
         let cgroup = read(dir.path());

@@ -148,7 +148,10 @@ mod tests {
     fn diskstats_and_mountinfo() {
         let stats = "   8       0 sda 10 1 80 5 20 2 160 7 0 9 12 0 0 0 0\n   8       1 sda1 1 0 8 1 2 0 16 1 0 2 2\n";
         let io = io(stats, "sda").unwrap();
-        assert_eq!((io.reads, io.read_sectors, io.writes, io.io_ms), (10, 80, 20, 9));
+        assert_eq!(
+            (io.reads, io.read_sectors, io.writes, io.io_ms),
+            (10, 80, 20, 9)
+        );
         assert_eq!(super::io(stats, "sdb"), None);
         let mountinfo = "25 1 0:22 / / rw,relatime - overlay overlay rw,lowerdir=/a\n26 25 0:23 / /dev rw - tmpfs tmpfs rw\n";
         assert_eq!(mount_source(mountinfo, 0, 23).as_deref(), Some("tmpfs"));

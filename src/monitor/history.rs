@@ -187,7 +187,10 @@ mod tests {
         history.record(t0 + 60_000, br#"{"a":3}"#);
         let prev = history.prev(t0 + 60_000).unwrap();
         assert!(!prev.open);
-        assert_eq!(array(&prev), vec![serde_json::json!({"a":1}), serde_json::json!({"a":2})]);
+        assert_eq!(
+            array(&prev),
+            vec![serde_json::json!({"a":1}), serde_json::json!({"a":2})]
+        );
         assert_eq!(array(&history.by_time(6001, t0 + 60_000).unwrap()).len(), 2);
         assert_eq!(array(&history.by_time(6061, t0 + 60_000).unwrap()).len(), 1);
         assert!(history.by_time(6121, t0 + 60_000).is_none());

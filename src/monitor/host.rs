@@ -261,7 +261,9 @@ mod tests {
             }
         );
         assert_eq!((host.ctxt, host.running, host.blocked), (99, 3, 1));
-        let m = memory("MemTotal: 1000 kB\nMemFree: 100 kB\nCached: 300 kB\nSReclaimable: 20 kB\nDirty: 7 kB\n");
+        let m = memory(
+            "MemTotal: 1000 kB\nMemFree: 100 kB\nCached: 300 kB\nSReclaimable: 20 kB\nDirty: 7 kB\n",
+        );
         assert_eq!((m.total, m.free, m.cached, m.dirty), (1000, 100, 320, 7));
     }
 

@@ -164,7 +164,11 @@ fn now_ms() -> i64 {
 
 pub(crate) fn answer(request: &Request, shared: &Shared) -> Response {
     if request.method != "GET" && request.method != "HEAD" {
-        return Response::new("405 Method Not Allowed", "text/plain", b"GET only\n".to_vec());
+        return Response::new(
+            "405 Method Not Allowed",
+            "text/plain",
+            b"GET only\n".to_vec(),
+        );
     }
     let path = request.path.as_str();
     match path {
@@ -186,7 +190,11 @@ pub(crate) fn answer(request: &Request, shared: &Shared) -> Response {
 }
 
 fn page() -> Response {
-    Response::new("200 OK", "text/html; charset=utf-8", PAGE.as_bytes().to_vec())
+    Response::new(
+        "200 OK",
+        "text/html; charset=utf-8",
+        PAGE.as_bytes().to_vec(),
+    )
 }
 
 fn snapshot(request: &Request, shared: &Shared) -> Response {
@@ -278,7 +286,11 @@ pub(crate) fn unix_time(text: &str, now: i64) -> Option<i64> {
     match date {
         None => {
             let today = now.div_euclid(86_400) * 86_400 + of_day;
-            Some(if today - now >= 3600 { today - 86_400 } else { today })
+            Some(if today - now >= 3600 {
+                today - 86_400
+            } else {
+                today
+            })
         }
         Some(date) => {
             let mut parts = date.split('-').map(|p| p.parse::<i64>().ok());
@@ -308,8 +320,14 @@ mod tests {
 
     #[test]
     fn request_heads() {
-        let r = parse(b"GET /metrics?x=1 HTTP/1.1\r\nAccept-Encoding: gzip, br\r\nAccept: text/html,*/*").unwrap();
-        assert_eq!((r.path.as_str(), r.brotli, r.html), ("/metrics", true, true));
+        let r = parse(
+            b"GET /metrics?x=1 HTTP/1.1\r\nAccept-Encoding: gzip, br\r\nAccept: text/html,*/*",
+        )
+        .unwrap();
+        assert_eq!(
+            (r.path.as_str(), r.brotli, r.html),
+            ("/metrics", true, true)
+        );
         let r = parse(b"GET / HTTP/1.0\r\nAccept-Encoding: br;q=0").unwrap();
         assert!(!r.brotli);
         assert!(parse(b"GET / HTTP/1.1 extra").is_none());
@@ -330,7 +348,10 @@ mod tests {
         for bad in ["now", "25:00", "12", "2026-13-01 10:00", "1:2:3:4"] {
             assert_eq!(unix_time(bad, now), None, "{bad}");
         }
-        assert_eq!(decode("2026-12-03%2011:30").as_deref(), Some("2026-12-03 11:30"));
+        assert_eq!(
+            decode("2026-12-03%2011:30").as_deref(),
+            Some("2026-12-03 11:30")
+        );
         assert_eq!(decode("%zz"), None);
     }
 }

@@ -53,8 +53,13 @@ fn number(value: f64) -> String {
 pub fn render(raw: &Raw, now: f64) -> String {
     let mut out = String::new();
     let pg = raw.postgres.as_ref().ok();
-    family(&mut out, "spilo_postgres_up", "gauge", "Whether the last sample reached PostgreSQL.")
-        .sample("spilo_postgres_up", &[], f64::from(u8::from(pg.is_some())));
+    family(
+        &mut out,
+        "spilo_postgres_up",
+        "gauge",
+        "Whether the last sample reached PostgreSQL.",
+    )
+    .sample("spilo_postgres_up", &[], f64::from(u8::from(pg.is_some())));
     if let Some(s) = pg {
         postgres(&mut out, s, now);
     }
@@ -66,21 +71,54 @@ pub fn render(raw: &Raw, now: f64) -> String {
 
 fn postgres(out: &mut String, s: &super::postgres::Sample, now: f64) {
     let role = if s.in_recovery { "replica" } else { "primary" };
-    family(out, "spilo_postgres_info", "gauge", "The server's version and role.").sample(
+    family(
+        out,
+        "spilo_postgres_info",
+        "gauge",
+        "The server's version and role.",
+    )
+    .sample(
         "spilo_postgres_info",
         &[("version", &s.version), ("role", role)],
         1.0,
     );
-    family(out, "spilo_postgres_in_recovery", "gauge", "1 on a replica, 0 on the primary.")
-        .sample("spilo_postgres_in_recovery", &[], f64::from(u8::from(s.in_recovery)));
+    family(
+        out,
+        "spilo_postgres_in_recovery",
+        "gauge",
+        "1 on a replica, 0 on the primary.",
+    )
+    .sample(
+        "spilo_postgres_in_recovery",
+        &[],
+        f64::from(u8::from(s.in_recovery)),
+    );
     if let Some(timeline) = s.timeline {
-        family(out, "spilo_postgres_timeline", "gauge", "The timeline the server is on.")
-            .sample("spilo_postgres_timeline", &[], timeline as f64);
+        family(
+            out,
+            "spilo_postgres_timeline",
+            "gauge",
+            "The timeline the server is on.",
+        )
+        .sample("spilo_postgres_timeline", &[], timeline as f64);
     }
-    family(out, "spilo_postgres_start_time_seconds", "gauge", "When the postmaster started.")
-        .sample("spilo_postgres_start_time_seconds", &[], s.start_time as f64);
+    family(
+        out,
+        "spilo_postgres_start_time_seconds",
+        "gauge",
+        "When the postmaster started.",
+    )
+    .sample(
+        "spilo_postgres_start_time_seconds",
+        &[],
+        s.start_time as f64,
+    );
     let mut states: Vec<(String, u64)> = Vec::new();
-    for a in s.activity.iter().filter(|a| a.backend_type == "client backend") {
+    for a in s
+        .activity
+        .iter()
+        .filter(|a| a.backend_type == "client backend")
+    {
         let state = a.state.clone().unwrap_or_else(|| "unknown".into());
         match states.iter_mut().find(|(st, _)| *st == state) {
             Some((_, n)) => *n += 1,
@@ -88,44 +126,127 @@ fn postgres(out: &mut String, s: &super::postgres::Sample, now: f64) {
         }
     }
     states.sort();
-    let mut f = family(out, "spilo_postgres_connections", "gauge", "Client sessions by state.");
+    let mut f = family(
+        out,
+        "spilo_postgres_connections",
+        "gauge",
+        "Client sessions by state.",
+    );
     for (state, n) in &states {
         f.sample("spilo_postgres_connections", &[("state", state)], *n as f64);
     }
-    family(out, "spilo_postgres_max_connections", "gauge", "max_connections.")
-        .sample("spilo_postgres_max_connections", &[], s.max_connections as f64);
+    family(
+        out,
+        "spilo_postgres_max_connections",
+        "gauge",
+        "max_connections.",
+    )
+    .sample(
+        "spilo_postgres_max_connections",
+        &[],
+        s.max_connections as f64,
+    );
     if let Some(lsn) = s.lsn {
-        family(out, "spilo_postgres_wal_written_bytes_total", "counter", "WAL written since 0/0 (the current LSN).")
-            .sample("spilo_postgres_wal_written_bytes_total", &[], lsn as f64);
+        family(
+            out,
+            "spilo_postgres_wal_written_bytes_total",
+            "counter",
+            "WAL written since 0/0 (the current LSN).",
+        )
+        .sample("spilo_postgres_wal_written_bytes_total", &[], lsn as f64);
     }
     if let Some(received) = s.receive_lsn {
-        family(out, "spilo_postgres_wal_received_bytes_total", "counter", "WAL received since 0/0.")
-            .sample("spilo_postgres_wal_received_bytes_total", &[], received as f64);
+        family(
+            out,
+            "spilo_postgres_wal_received_bytes_total",
+            "counter",
+            "WAL received since 0/0.",
+        )
+        .sample(
+            "spilo_postgres_wal_received_bytes_total",
+            &[],
+            received as f64,
+        );
     }
     if let (Some(received), Some(replayed)) = (s.receive_lsn, s.replay_lsn) {
-        family(out, "spilo_postgres_replay_lag_bytes", "gauge", "WAL received but not yet replayed.")
-            .sample("spilo_postgres_replay_lag_bytes", &[], received.saturating_sub(replayed) as f64);
+        family(
+            out,
+            "spilo_postgres_replay_lag_bytes",
+            "gauge",
+            "WAL received but not yet replayed.",
+        )
+        .sample(
+            "spilo_postgres_replay_lag_bytes",
+            &[],
+            received.saturating_sub(replayed) as f64,
+        );
     }
     if let Some(at) = s.replay_timestamp.filter(|_| s.in_recovery) {
-        family(out, "spilo_postgres_last_replay_timestamp_seconds", "gauge", "Commit time of the last replayed transaction.")
-            .sample("spilo_postgres_last_replay_timestamp_seconds", &[], at);
+        family(
+            out,
+            "spilo_postgres_last_replay_timestamp_seconds",
+            "gauge",
+            "Commit time of the last replayed transaction.",
+        )
+        .sample("spilo_postgres_last_replay_timestamp_seconds", &[], at);
     }
     replication(out, s);
     databases(out, s);
     if let Some(a) = &s.archiver {
-        family(out, "spilo_postgres_wal_archived_total", "counter", "WAL files archived.")
-            .sample("spilo_postgres_wal_archived_total", &[], a.archived_count as f64);
-        family(out, "spilo_postgres_wal_archive_failures_total", "counter", "Failed attempts to archive a WAL file.")
-            .sample("spilo_postgres_wal_archive_failures_total", &[], a.failed_count as f64);
+        family(
+            out,
+            "spilo_postgres_wal_archived_total",
+            "counter",
+            "WAL files archived.",
+        )
+        .sample(
+            "spilo_postgres_wal_archived_total",
+            &[],
+            a.archived_count as f64,
+        );
+        family(
+            out,
+            "spilo_postgres_wal_archive_failures_total",
+            "counter",
+            "Failed attempts to archive a WAL file.",
+        )
+        .sample(
+            "spilo_postgres_wal_archive_failures_total",
+            &[],
+            a.failed_count as f64,
+        );
         if let Some(t) = a.last_archived_time {
-            family(out, "spilo_postgres_wal_last_archived_timestamp_seconds", "gauge", "When a WAL file was last archived.")
-                .sample("spilo_postgres_wal_last_archived_timestamp_seconds", &[], t);
-            family(out, "spilo_postgres_wal_last_archived_age_seconds", "gauge", "Seconds since a WAL file was last archived.")
-                .sample("spilo_postgres_wal_last_archived_age_seconds", &[], (now - t).max(0.0));
+            family(
+                out,
+                "spilo_postgres_wal_last_archived_timestamp_seconds",
+                "gauge",
+                "When a WAL file was last archived.",
+            )
+            .sample("spilo_postgres_wal_last_archived_timestamp_seconds", &[], t);
+            family(
+                out,
+                "spilo_postgres_wal_last_archived_age_seconds",
+                "gauge",
+                "Seconds since a WAL file was last archived.",
+            )
+            .sample(
+                "spilo_postgres_wal_last_archived_age_seconds",
+                &[],
+                (now - t).max(0.0),
+            );
         }
         if let Some(t) = a.last_failed_time {
-            family(out, "spilo_postgres_wal_last_archive_failure_timestamp_seconds", "gauge", "When archiving last failed.")
-                .sample("spilo_postgres_wal_last_archive_failure_timestamp_seconds", &[], t);
+            family(
+                out,
+                "spilo_postgres_wal_last_archive_failure_timestamp_seconds",
+                "gauge",
+                "When archiving last failed.",
+            )
+            .sample(
+                "spilo_postgres_wal_last_archive_failure_timestamp_seconds",
+                &[],
+                t,
+            );
         }
     }
 }
@@ -141,14 +262,28 @@ fn replication(out: &mut String, s: &super::postgres::Sample) {
             ("sync_state", r.sync_state.clone().unwrap_or_default()),
         ]
     };
-    let mut f = family(out, "spilo_postgres_replication_lag_bytes", "gauge", "WAL a standby has not replayed yet.");
+    let mut f = family(
+        out,
+        "spilo_postgres_replication_lag_bytes",
+        "gauge",
+        "WAL a standby has not replayed yet.",
+    );
     for r in &s.replication {
         if let Some(lag) = r.lag_bytes {
             let l = labels(r);
-            f.sample("spilo_postgres_replication_lag_bytes", &l.each_ref().map(|(k, v)| (*k, v.as_str())), lag as f64);
+            f.sample(
+                "spilo_postgres_replication_lag_bytes",
+                &l.each_ref().map(|(k, v)| (*k, v.as_str())),
+                lag as f64,
+            );
         }
     }
-    let mut f = family(out, "spilo_postgres_replication_replay_lag_seconds", "gauge", "A standby's replay_lag.");
+    let mut f = family(
+        out,
+        "spilo_postgres_replication_replay_lag_seconds",
+        "gauge",
+        "A standby's replay_lag.",
+    );
     for r in &s.replication {
         let l = labels(r);
         f.sample(
@@ -157,7 +292,12 @@ fn replication(out: &mut String, s: &super::postgres::Sample) {
             r.replay_lag.unwrap_or(0.0),
         );
     }
-    let mut f = family(out, "spilo_postgres_replication_streaming", "gauge", "1 while a standby streams.");
+    let mut f = family(
+        out,
+        "spilo_postgres_replication_streaming",
+        "gauge",
+        "1 while a standby streams.",
+    );
     for r in &s.replication {
         let l = labels(r);
         f.sample(
@@ -172,12 +312,36 @@ type Counter = fn(&super::postgres::Database) -> u64;
 
 fn databases(out: &mut String, s: &super::postgres::Sample) {
     let simple: [(&str, &str, Counter); 6] = [
-        ("spilo_postgres_xact_commits_total", "Transactions committed.", |d| d.xact_commit),
-        ("spilo_postgres_xact_rollbacks_total", "Transactions rolled back.", |d| d.xact_rollback),
-        ("spilo_postgres_blocks_read_total", "Blocks read from outside shared buffers.", |d| d.blks_read),
-        ("spilo_postgres_blocks_hit_total", "Blocks found in shared buffers.", |d| d.blks_hit),
-        ("spilo_postgres_temp_bytes_total", "Bytes written to temporary files.", |d| d.temp_bytes),
-        ("spilo_postgres_deadlocks_total", "Deadlocks detected.", |d| d.deadlocks),
+        (
+            "spilo_postgres_xact_commits_total",
+            "Transactions committed.",
+            |d| d.xact_commit,
+        ),
+        (
+            "spilo_postgres_xact_rollbacks_total",
+            "Transactions rolled back.",
+            |d| d.xact_rollback,
+        ),
+        (
+            "spilo_postgres_blocks_read_total",
+            "Blocks read from outside shared buffers.",
+            |d| d.blks_read,
+        ),
+        (
+            "spilo_postgres_blocks_hit_total",
+            "Blocks found in shared buffers.",
+            |d| d.blks_hit,
+        ),
+        (
+            "spilo_postgres_temp_bytes_total",
+            "Bytes written to temporary files.",
+            |d| d.temp_bytes,
+        ),
+        (
+            "spilo_postgres_deadlocks_total",
+            "Deadlocks detected.",
+            |d| d.deadlocks,
+        ),
     ];
     for (name, help, value) in simple {
         let mut f = family(out, name, "counter", help);
@@ -196,7 +360,11 @@ fn databases(out: &mut String, s: &super::postgres::Sample) {
     let mut f = family(out, name, "counter", "Rows by operation.");
     for (db, d) in &s.databases {
         for (operation, value) in tuples {
-            f.sample(name, &[("datname", db), ("operation", operation)], value(d) as f64);
+            f.sample(
+                name,
+                &[("datname", db), ("operation", operation)],
+                value(d) as f64,
+            );
         }
     }
 }
@@ -206,30 +374,85 @@ fn patroni(out: &mut String, raw: &Raw) {
         return;
     };
     let running = matches!(answer, Ok(p) if p.state == "running");
-    family(out, "spilo_patroni_up", "gauge", "Whether Patroni's REST API answers and says running.")
-        .sample("spilo_patroni_up", &[], f64::from(u8::from(running)));
+    family(
+        out,
+        "spilo_patroni_up",
+        "gauge",
+        "Whether Patroni's REST API answers and says running.",
+    )
+    .sample("spilo_patroni_up", &[], f64::from(u8::from(running)));
     if let Ok(p) = answer {
-        family(out, "spilo_patroni_info", "gauge", "Patroni's state and role for this member.")
-            .sample("spilo_patroni_info", &[("state", &p.state), ("role", &p.role)], 1.0);
-        family(out, "spilo_patroni_paused", "gauge", "1 while the cluster is paused.")
-            .sample("spilo_patroni_paused", &[], f64::from(u8::from(p.pause)));
-        family(out, "spilo_patroni_pending_restart", "gauge", "1 when a setting waits for a restart.")
-            .sample("spilo_patroni_pending_restart", &[], f64::from(u8::from(p.pending_restart)));
+        family(
+            out,
+            "spilo_patroni_info",
+            "gauge",
+            "Patroni's state and role for this member.",
+        )
+        .sample(
+            "spilo_patroni_info",
+            &[("state", &p.state), ("role", &p.role)],
+            1.0,
+        );
+        family(
+            out,
+            "spilo_patroni_paused",
+            "gauge",
+            "1 while the cluster is paused.",
+        )
+        .sample("spilo_patroni_paused", &[], f64::from(u8::from(p.pause)));
+        family(
+            out,
+            "spilo_patroni_pending_restart",
+            "gauge",
+            "1 when a setting waits for a restart.",
+        )
+        .sample(
+            "spilo_patroni_pending_restart",
+            &[],
+            f64::from(u8::from(p.pending_restart)),
+        );
     }
 }
 
 fn volumes(out: &mut String, raw: &Raw) {
-    let mut f = family(out, "spilo_volume_size_bytes", "gauge", "Size of the volume holding data, WAL or log.");
+    let mut f = family(
+        out,
+        "spilo_volume_size_bytes",
+        "gauge",
+        "Size of the volume holding data, WAL or log.",
+    );
     for (name, v) in VOLUMES.iter().zip(&raw.volumes) {
-        f.sample("spilo_volume_size_bytes", &[("volume", name), ("device", &v.device)], (v.total * 1024) as f64);
+        f.sample(
+            "spilo_volume_size_bytes",
+            &[("volume", name), ("device", &v.device)],
+            (v.total * 1024) as f64,
+        );
     }
-    let mut f = family(out, "spilo_volume_free_bytes", "gauge", "Space left on the volume for PostgreSQL.");
+    let mut f = family(
+        out,
+        "spilo_volume_free_bytes",
+        "gauge",
+        "Space left on the volume for PostgreSQL.",
+    );
     for (name, v) in VOLUMES.iter().zip(&raw.volumes) {
-        f.sample("spilo_volume_free_bytes", &[("volume", name), ("device", &v.device)], (v.left * 1024) as f64);
+        f.sample(
+            "spilo_volume_free_bytes",
+            &[("volume", name), ("device", &v.device)],
+            (v.left * 1024) as f64,
+        );
     }
-    let mut f = family(out, "spilo_directory_size_bytes", "gauge", "Size of the data, WAL or log directory (refreshed every 30 samples).");
+    let mut f = family(
+        out,
+        "spilo_directory_size_bytes",
+        "gauge",
+        "Size of the data, WAL or log directory (refreshed every 30 samples).",
+    );
     for (name, size) in VOLUMES.iter().zip(raw.sizes) {
-        f.sample("spilo_directory_size_bytes", &[("volume", name)], (size * 1024) as f64);
+        f.sample(
+            "spilo_directory_size_bytes",
+            &[("volume", name)],
+            (size * 1024) as f64,
+        );
     }
 }
 
@@ -243,18 +466,46 @@ fn cgroup(out: &mut String, raw: &Raw) {
             .sample(name, &[("mode", "user")], cpu.user_usec as f64 / 1e6)
             .sample(name, &[("mode", "system")], cpu.system_usec as f64 / 1e6);
         if let Some((quota, period)) = cpu.quota {
-            family(out, "spilo_cgroup_cpu_limit_cores", "gauge", "The container's CPU quota in cores.")
-                .sample("spilo_cgroup_cpu_limit_cores", &[], quota as f64 / period.max(1) as f64);
+            family(
+                out,
+                "spilo_cgroup_cpu_limit_cores",
+                "gauge",
+                "The container's CPU quota in cores.",
+            )
+            .sample(
+                "spilo_cgroup_cpu_limit_cores",
+                &[],
+                quota as f64 / period.max(1) as f64,
+            );
         }
     }
     if let Some(m) = cgroup.memory {
-        family(out, "spilo_cgroup_memory_usage_bytes", "gauge", "Memory the container uses, inactive file cache left out.")
-            .sample("spilo_cgroup_memory_usage_bytes", &[], m.current.saturating_sub(m.inactive_file) as f64);
+        family(
+            out,
+            "spilo_cgroup_memory_usage_bytes",
+            "gauge",
+            "Memory the container uses, inactive file cache left out.",
+        )
+        .sample(
+            "spilo_cgroup_memory_usage_bytes",
+            &[],
+            m.current.saturating_sub(m.inactive_file) as f64,
+        );
         if let Some(limit) = m.limit {
-            family(out, "spilo_cgroup_memory_limit_bytes", "gauge", "The container's memory limit.")
-                .sample("spilo_cgroup_memory_limit_bytes", &[], limit as f64);
+            family(
+                out,
+                "spilo_cgroup_memory_limit_bytes",
+                "gauge",
+                "The container's memory limit.",
+            )
+            .sample("spilo_cgroup_memory_limit_bytes", &[], limit as f64);
         }
-        family(out, "spilo_cgroup_oom_kills_total", "counter", "Processes the OOM killer ended in the container.")
-            .sample("spilo_cgroup_oom_kills_total", &[], m.oom_kill as f64);
+        family(
+            out,
+            "spilo_cgroup_oom_kills_total",
+            "counter",
+            "Processes the OOM killer ended in the container.",
+        )
+        .sample("spilo_cgroup_oom_kills_total", &[], m.oom_kill as f64);
     }
 }

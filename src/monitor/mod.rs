@@ -97,7 +97,10 @@ impl Shared {
     }
 
     pub fn latest(&self) -> Option<Arc<Published>> {
-        self.latest.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.latest
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     fn history(&self) -> MutexGuard<'_, History> {
@@ -175,7 +178,10 @@ fn walk_directories(settings: &Settings, sizes: &Mutex<[u64; 3]>) {
         // The data directory's size leaves out the log directory inside
         // it; pg_wal counts when it is a directory, not when it is a link.
         let data = disk::directory_size(&settings.pgdata, std::slice::from_ref(&settings.log));
-        let wal = disk::directory_size(&settings.wal.canonicalize().unwrap_or(settings.wal.clone()), &[]);
+        let wal = disk::directory_size(
+            &settings.wal.canonicalize().unwrap_or(settings.wal.clone()),
+            &[],
+        );
         let log = disk::directory_size(&settings.log, &[]);
         *sizes.lock().unwrap_or_else(|p| p.into_inner()) = [data, wal, log];
         thread::sleep(every);
@@ -201,7 +207,11 @@ impl Sampler {
         let value = |var| sysconf(var).ok().flatten().unwrap_or(0).max(1) as u64;
         let cpus = thread::available_parallelism().map_or(1, usize::from);
         Sampler {
-            session: postgres::Session::new(&settings.socket_dir, settings.pg_port, settings.query_text),
+            session: postgres::Session::new(
+                &settings.socket_dir,
+                settings.pg_port,
+                settings.query_text,
+            ),
             facts: snapshot::facts(&settings.pgdata, cpus, value(SysconfVar::CLK_TCK)),
             cgroup: cgroup::locate(Path::new("/proc/self/cgroup"), Path::new("/sys/fs/cgroup")),
             page_kb: value(SysconfVar::PAGE_SIZE) / 1024,

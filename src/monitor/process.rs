@@ -95,7 +95,12 @@ fn read(proc: &Path, pid: u32, cluster_name: &str, page_kb: u64) -> Option<ProcS
 }
 
 fn parent(stat: &str) -> Option<u32> {
-    stat.rsplit_once(')')?.1.split_whitespace().nth(1)?.parse().ok()
+    stat.rsplit_once(')')?
+        .1
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
 }
 
 /// /proc/<pid>/stat; the command may hold spaces and parentheses, so the
@@ -132,23 +137,39 @@ mod tests {
     fn stat_fields_after_the_command() {
         // Fields 3 (state) to 44, as numbered in proc(5).
         let mut fields: Vec<String> = (3..=44).map(|_| "0".to_owned()).collect();
-        for (field, value) in [(3, "S"), (4, "1"), (14, "7"), (15, "3"), (22, "555"), (43, "9")] {
+        for (field, value) in [
+            (3, "S"),
+            (4, "1"),
+            (14, "7"),
+            (15, "3"),
+            (22, "555"),
+            (43, "9"),
+        ] {
             fields[field - 3] = value.to_owned();
         }
         let stat = format!("1234 (postgres: a) b) {}", fields.join(" "));
         let stat = stat.as_str();
         let parsed = parse_stat(stat).unwrap();
         assert_eq!(parsed.state, 'S');
-        assert_eq!((parsed.utime, parsed.stime, parsed.starttime, parsed.guest), (7, 3, 555, 9));
+        assert_eq!(
+            (parsed.utime, parsed.stime, parsed.starttime, parsed.guest),
+            (7, 3, 555, 9)
+        );
         assert_eq!(parent(stat), Some(1));
     }
 
     #[test]
     fn titles_lose_the_program_and_the_cluster() {
-        assert_eq!(title("postgres: demo: checkpointer \0", "demo"), "checkpointer");
+        assert_eq!(
+            title("postgres: demo: checkpointer \0", "demo"),
+            "checkpointer"
+        );
         assert_eq!(title("postgres: logger ", "demo"), "logger");
         assert_eq!(
-            title("postgres: demo: walsender standby 10.0.0.2(5432) streaming 0/3000148", "demo"),
+            title(
+                "postgres: demo: walsender standby 10.0.0.2(5432) streaming 0/3000148",
+                "demo"
+            ),
             "walsender standby 10.0.0.2(5432) streaming 0/3000148"
         );
     }

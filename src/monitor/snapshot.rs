@@ -185,7 +185,9 @@ fn system(host: &Host, before: Option<&Host>, rates: &Rates) -> Value {
                 "steal": pct(host.cpu.steal, b.cpu.steal),
             })
         }
-        _ => json!({"user": 0.0, "nice": 0.0, "system": 0.0, "idle": 100.0, "iowait": 0.0, "steal": 0.0}),
+        _ => {
+            json!({"user": 0.0, "nice": 0.0, "system": 0.0, "idle": 100.0, "iowait": 0.0, "steal": 0.0})
+        }
     };
     let mut stats = Map::new();
     stats.insert("uptime".into(), json!(host.uptime as u64));
@@ -561,7 +563,9 @@ fn query(kind: &str, a: &Activity, title: &str) -> (Option<String>, Option<f64>)
             Some(idle) => (sql, Some(idle)),
             None => (Some("idle in transaction".into()), None),
         },
-        Some("idle in transaction (aborted)") => (Some("idle in transaction (aborted)".into()), None),
+        Some("idle in transaction (aborted)") => {
+            (Some("idle in transaction (aborted)".into()), None)
+        }
         Some("fastpath function call") => (Some("fastpath function call".into()), None),
         Some("disabled") => (Some("disabled".into()), None),
         _ => (sql, None),
