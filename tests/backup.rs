@@ -176,6 +176,26 @@ fn backup_then_restore_to_time_and_latest(tag: &str, store: Store, store_dir: &P
         "{tag}: first backup {first:?} {:.1}s after start",
         source.started.elapsed().as_secs_f64()
     );
+    // The monitor's metrics tell when it finished.
+    let metric = |node: &Node, name: &str| {
+        let (code, body) = http(&format!("{}:8080", node.ip), "GET", "/metrics", None)?;
+        body.lines()
+            .filter(|_| code == 200)
+            .find_map(|l| l.strip_prefix(&format!("{name} "))?.parse::<f64>().ok())
+    };
+    let finished = source.wait_for("the backup in the metrics", Duration::from_secs(30), || {
+        metric(&source, "spilo_backup_last_success_timestamp_seconds")
+    });
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    assert!(
+        finished <= now && finished > now - 300.0,
+        "{finished} {now}"
+    );
+    assert!(metric(&source, "spilo_backup_age_seconds").is_some());
+    assert!(metric(&source, "spilo_backup_last_failure_timestamp_seconds").is_none());
     let files = store.repository_files(&source_scope);
     for wanted in [
         format!("backup/{source_scope}/backup.info"),
@@ -592,6 +612,17 @@ fn an_unreachable_store_leaves_the_database_writable_and_wal_in_pg_wal() {
     eprintln!("failed_count {failed}; reported: {report}");
     // pgBackRest's own reason, not a bare timeout.
     assert!(report.contains("Connection refused"), "{report}");
+    // The monitor's metrics: a failure, no success, and archiving's own
+    // failures counted.
+    let (code, metrics) =
+        http(&format!("{}:8080", node.ip), "GET", "/metrics", None).expect("/metrics");
+    assert_eq!(code, 200);
+    assert!(
+        metrics.contains("\nspilo_backup_last_failure_timestamp_seconds "),
+        "{metrics}"
+    );
+    assert!(!metrics.contains("spilo_backup_last_success_timestamp_seconds "));
+    assert!(!metrics.contains("\nspilo_postgres_wal_archive_failures_total 0\n"));
     // Still taking writes, still primary, spilo init still running.
     sql(&node, "INSERT INTO r SELECT generate_series(1001, 2000)");
     assert_eq!(sql(&node, "SELECT count(*) FROM r"), "2000");

@@ -171,12 +171,52 @@ fn every_major_creates_its_extensions() {
                 "{entry}"
             );
         }
+        monitor_serves(&node, major);
         // wal2json is an output plugin, not an extension: it must load.
         if packages.contains_key(&format!("postgresql-{major}-wal2json")) {
             node.sql("LOAD 'wal2json'")
                 .unwrap_or_else(|e| panic!("PostgreSQL {major}: wal2json: {e}"));
         }
     }
+}
+
+/// The monitor on 8080 reads this major: bg_mon's document with the
+/// container's cgroup and the server's processes, and its metrics.
+fn monitor_serves(node: &Container, major: u32) {
+    let doc = wait_for(
+        Duration::from_secs(30),
+        &format!("PostgreSQL {major} in the monitor's document"),
+        || {
+            let (status, body) = node.monitor("/");
+            let doc: serde_json::Value =
+                serde_json::from_str(&body).ok().filter(|_| status == 200)?;
+            doc["postgresql"]["version"].is_string().then_some(doc)
+        },
+        || format!("{:?}", node.monitor("/")),
+    );
+    let version = doc["postgresql"]["version"].as_str().unwrap();
+    assert!(version.starts_with(&format!("{major}.")), "{version}");
+    assert_eq!(doc["postgresql"]["role"], "master");
+    assert!(
+        doc["cgroup"]["memory"]["usage"].as_u64().is_some(),
+        "{}",
+        doc["cgroup"]
+    );
+    let kinds: Vec<&str> = doc["processes"]
+        .as_array()
+        .expect("processes")
+        .iter()
+        .filter_map(|p| p["type"].as_str())
+        .collect();
+    assert!(
+        kinds.contains(&"checkpointer"),
+        "PostgreSQL {major}: {kinds:?}"
+    );
+    let (status, metrics) = node.monitor("/metrics");
+    assert_eq!(status, 200);
+    assert!(metrics.contains("\nspilo_postgres_up 1\n"), "{metrics}");
+    assert!(metrics.contains("\nspilo_patroni_up 1\n"), "{metrics}");
+    assert_eq!(node.monitor("/ui").0, 200);
 }
 
 /// pg_repack rewrites a bloated table online: new storage, the same rows.
@@ -476,5 +516,64 @@ fn backups_go_to_a_mounted_directory_with_a_read_only_root() {
         String::from_utf8_lossy(&out.stdout).lines().last(),
         Some("16777216"),
         "{out:?}"
+    );
+}
+
+/// The monitor's cost in the image (a release build) under pgbench: the
+/// CPU of its threads in `spilo init` and of its session's backend, and
+/// the RSS of `spilo init` with it, printed for README.md.
+#[test]
+fn the_monitor_cost_under_pgbench() {
+    let _serial = serial();
+    let node = Container::run(image(), "moncost", &[], &[]);
+    node.wait_ready(READY);
+    let pgbench = |args: &str| {
+        let out = node.exec(&["sh", "-c", &format!("pgbench -U postgres {args} postgres")]);
+        assert!(
+            out.status.success(),
+            "pgbench {args}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    pgbench("-i -q -s 10");
+    // utime + stime ticks of the monitor's threads and of its backend,
+    // and PID 1's RSS in kB.
+    let probe = || {
+        let script = "import glob\n\
+             def ticks(stat):\n\
+             \x20   f = open(stat).read().rsplit(')', 1)[1].split()\n\
+             \x20   return int(f[11]) + int(f[12])\n\
+             threads = [t for t in glob.glob('/proc/1/task/*') if open(t + '/comm').read().startswith('monitor-')]\n\
+             backend = [p for p in glob.glob('/proc/[0-9]*') if 'spilo monitor' in open(p + '/cmdline').read()]\n\
+             rss = [l.split()[1] for l in open('/proc/1/status') if l.startswith('VmRSS')][0]\n\
+             print(len(threads), sum(ticks(t + '/stat') for t in threads), sum(ticks(p + '/stat') for p in backend), rss)";
+        let out = node.exec(&["python3", "-c", script]);
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let numbers: Vec<u64> = text
+            .split_whitespace()
+            .filter_map(|n| n.parse().ok())
+            .collect();
+        assert_eq!(
+            numbers.len(),
+            4,
+            "{text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        numbers
+    };
+    let before = probe();
+    assert_eq!(before[0], 3, "the sampler, server and du threads");
+    let started = std::time::Instant::now();
+    pgbench("-c 4 -T 60 -n");
+    let (status, body) = node.monitor("/");
+    assert_eq!(status, 200, "{body}");
+    let seconds = started.elapsed().as_secs_f64();
+    let after = probe();
+    let percent = |ticks: u64| ticks as f64 / 100.0 / seconds * 100.0;
+    eprintln!(
+        "monitor cost over {seconds:.0} s of pgbench -c 4: its threads {:.2}% of one core, its backend {:.2}%, spilo init RSS {} kB",
+        percent(after[1] - before[1]),
+        percent(after[2] - before[2]),
+        after[3]
     );
 }

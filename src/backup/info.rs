@@ -84,6 +84,11 @@ impl Stanza {
         !self.backup.is_empty()
     }
 
+    /// When its newest backup finished (unix seconds).
+    pub(crate) fn last_stop(&self) -> Option<i64> {
+        self.backup.iter().map(|b| b.timestamp.stop).max()
+    }
+
     /// The PostgreSQL majors of its backups ("15"), oldest first.
     pub(crate) fn backup_majors(&self) -> Vec<&str> {
         self.backup

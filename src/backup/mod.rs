@@ -11,6 +11,7 @@ mod replica;
 mod schedule;
 mod server;
 mod spec;
+pub mod state;
 
 use std::ffi::OsStr;
 use std::io::{ErrorKind, Write};

@@ -19,6 +19,7 @@ use super::info::duration;
 use super::pgbackrest::Pgbackrest;
 use super::replica::{self, Source};
 use super::server::{self, Status};
+use super::state::{self, State};
 use super::{BackupError, FromReplica, Spec, read_spec, stanza_info};
 
 /// How often the server is asked.
@@ -66,6 +67,8 @@ trait World {
     /// unix second `not_before`.
     fn push_error(&self, not_before: i64) -> Option<String>;
     fn say(&mut self, line: String);
+    /// Keeps the outcomes for the monitor.
+    fn record(&mut self, state: &State);
     /// Waits `timeout`; true when told to stop.
     fn pause(&mut self, timeout: Duration) -> Result<bool, BackupError>;
 }
@@ -117,6 +120,7 @@ struct Scheduler<'a> {
     /// The last problem asking the server, said once.
     problem: Option<String>,
     archiving: Watch,
+    outcomes: State,
 }
 
 /// Whether the loop goes on.
@@ -138,6 +142,7 @@ impl<'a> Scheduler<'a> {
             replica_said: false,
             problem: None,
             archiving: Watch::default(),
+            outcomes: State::default(),
         }
     }
 
@@ -245,6 +250,10 @@ impl<'a> Scheduler<'a> {
         ));
         self.ready = true;
         self.prepare_retry = None;
+        if let Some(stop) = stanza.last_stop() {
+            self.outcomes.last_success = Some(stop);
+            world.record(&self.outcomes);
+        }
         if stanza.has_backup() {
             return Ok(Flow::Continue);
         }
@@ -275,6 +284,11 @@ impl<'a> Scheduler<'a> {
             "{name} failed: {error}{hint}; retrying in {}",
             duration(retry.delay.as_secs() as i64)
         ));
+        // No backup can be taken until this passes: a failure to the
+        // monitor too.
+        self.outcomes.last_failure = Some(world.wall());
+        self.outcomes.last_error = Some(format!("{name}: {error}"));
+        world.record(&self.outcomes);
         Flow::Continue
     }
 
@@ -302,8 +316,11 @@ impl<'a> Scheduler<'a> {
             Ok(()) => {
                 self.pending = None;
                 world.say(format!("backup finished: full, {why}, in {took}"));
+                self.outcomes.last_success = Some(world.wall());
             }
             Err(e) => {
+                self.outcomes.last_failure = Some(world.wall());
+                self.outcomes.last_error = Some(e.to_string());
                 let previous = self.pending.take().map(|p| p.backoff);
                 let backoff = Backoff::after(previous, world.monotonic());
                 world.say(format!(
@@ -313,6 +330,7 @@ impl<'a> Scheduler<'a> {
                 self.pending = Some(Pending { why, backoff });
             }
         }
+        world.record(&self.outcomes);
         Ok(Flow::Continue)
     }
 }
@@ -456,6 +474,12 @@ impl World for Real<'_> {
         let _ = writeln!(std::io::stdout(), "{line}");
     }
 
+    fn record(&mut self, outcomes: &State) {
+        if let Err(e) = outcomes.write(&state::path(&self.spec.spool)) {
+            self.say(format!("warning: the backup state for the monitor: {e}"));
+        }
+    }
+
     fn pause(&mut self, timeout: Duration) -> Result<bool, BackupError> {
         let signal = self.signals.wait(timeout)?;
         if let Some(signal) = signal {
@@ -496,6 +520,7 @@ mod tests {
         job: i64,
         ran: Vec<String>,
         said: Vec<String>,
+        recorded: Vec<State>,
         pauses: usize,
     }
 
@@ -518,6 +543,7 @@ mod tests {
                 job: 5,
                 ran: Vec::new(),
                 said: Vec::new(),
+                recorded: Vec::new(),
                 pauses: 0,
             }
         }
@@ -588,6 +614,10 @@ mod tests {
 
         fn say(&mut self, line: String) {
             self.said.push(line);
+        }
+
+        fn record(&mut self, state: &State) {
+            self.recorded.push(state.clone());
         }
 
         fn pause(&mut self, timeout: Duration) -> Result<bool, BackupError> {
@@ -798,6 +828,9 @@ mod tests {
         let mut scheduler = scheduler(&spec, &world);
         scheduler.tick(&mut world).unwrap();
         world.take();
+        // The repository's newest backup is the last success so far.
+        let newest = world.recorded.last().and_then(|s| s.last_success);
+        assert!(newest.is_some(), "{:?}", world.recorded);
         // 01:00:00 has come.
         world.advance(30);
         world.results = VecDeque::from([Err("ERROR: [056]: unable to connect"), Err("ERROR: no")]);
@@ -823,8 +856,17 @@ mod tests {
         );
         assert!(said[1].ends_with("retrying in 1m 00s"), "{said:?}");
         assert_eq!(said.len(), 2);
+        let failed = world.recorded.last().cloned().unwrap();
+        assert_eq!(
+            (failed.last_success, failed.last_failure),
+            (newest, Some(world.wall))
+        );
+        assert!(failed.last_error.is_some_and(|e| e.contains("ERROR: no")));
         world.advance(60);
         scheduler.tick(&mut world).unwrap();
+        let done = world.recorded.last().cloned().unwrap();
+        assert_eq!(done.last_success, Some(world.wall));
+        assert_eq!(done.last_failure, failed.last_failure);
         assert_eq!(
             world.take().1,
             strings(&[

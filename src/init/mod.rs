@@ -345,6 +345,10 @@ fn start_monitor(config: &Config) {
                 config.identity.api_port,
             )
         }),
+        backup_state: config
+            .backup
+            .as_ref()
+            .map(|_| backup::state::path(&paths.pgbackrest_spool())),
     };
     if let Err(e) = crate::monitor::start(settings) {
         warn!("{e}; PostgreSQL runs without it");

@@ -64,6 +64,7 @@ pub fn render(raw: &Raw, now: f64) -> String {
         postgres(&mut out, s, now);
     }
     patroni(&mut out, raw);
+    backup(&mut out, raw, now);
     volumes(&mut out, raw);
     cgroup(&mut out, raw);
     out
@@ -410,6 +411,47 @@ fn patroni(out: &mut String, raw: &Raw) {
             "spilo_patroni_pending_restart",
             &[],
             f64::from(u8::from(p.pending_restart)),
+        );
+    }
+}
+
+/// The scheduler's outcomes: on the primary once a backup exists or was
+/// tried (a replica's scheduler takes none).
+fn backup(out: &mut String, raw: &Raw, now: f64) {
+    let Some(Some(state)) = &raw.backup else {
+        return;
+    };
+    if let Some(at) = state.last_success {
+        family(
+            out,
+            "spilo_backup_last_success_timestamp_seconds",
+            "gauge",
+            "When the newest full backup finished.",
+        )
+        .sample(
+            "spilo_backup_last_success_timestamp_seconds",
+            &[],
+            at as f64,
+        );
+        family(
+            out,
+            "spilo_backup_age_seconds",
+            "gauge",
+            "Seconds since the newest full backup finished.",
+        )
+        .sample("spilo_backup_age_seconds", &[], (now - at as f64).max(0.0));
+    }
+    if let Some(at) = state.last_failure {
+        family(
+            out,
+            "spilo_backup_last_failure_timestamp_seconds",
+            "gauge",
+            "When a backup last failed.",
+        )
+        .sample(
+            "spilo_backup_last_failure_timestamp_seconds",
+            &[],
+            at as f64,
         );
     }
 }

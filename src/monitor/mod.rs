@@ -26,6 +26,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tracing::{info, warn};
 
+use crate::backup::state::State;
 use history::History;
 use raw::Raw;
 
@@ -46,6 +47,8 @@ pub struct Settings {
     pub cluster_name: String,
     /// Patroni's REST API over plain HTTP (None: it speaks TLS).
     pub patroni: Option<(String, u16)>,
+    /// The backup scheduler's outcomes, when backups are configured.
+    pub backup_state: Option<PathBuf>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -260,6 +263,7 @@ impl Sampler {
             .map(|pm| process::children(proc, pm, &s.cluster_name, self.page_kb))
             .unwrap_or_default();
         let patroni = s.patroni.as_ref().map(|(host, port)| patroni(host, *port));
+        let backup = s.backup_state.as_deref().map(State::read);
         let postgres = self.session.sample().map_err(|e| e.to_string());
         self.say_reached(&postgres);
         Raw {
@@ -272,6 +276,7 @@ impl Sampler {
             postgres,
             processes,
             patroni,
+            backup,
         }
     }
 

@@ -12,6 +12,7 @@ use super::disk::Volume;
 use super::host::Host;
 use super::postgres::Sample;
 use super::process::ProcStat;
+use crate::backup::state::State;
 
 /// The volumes in bg_mon's order.
 pub const VOLUMES: [&str; 3] = ["data", "wal", "log"];
@@ -30,6 +31,8 @@ pub struct Raw {
     pub processes: BTreeMap<u32, ProcStat>,
     /// None: not asked (a TLS REST API), Some(Err): did not answer.
     pub patroni: Option<Result<Patroni, String>>,
+    /// None: no backups configured; Some(None): no outcome yet.
+    pub backup: Option<Option<State>>,
 }
 
 /// What Patroni's `GET /patroni` says of this member.

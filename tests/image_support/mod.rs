@@ -304,6 +304,18 @@ impl Container {
         serde_json::from_slice(&out.stdout).ok()
     }
 
+    /// The monitor's answer on 8080 at `path`, read from inside the
+    /// container: (status, body).
+    pub fn monitor(&self, path: &str) -> (u16, String) {
+        let script = format!(
+            "import urllib.request, sys\ntry:\n    r = urllib.request.urlopen('http://127.0.0.1:8080{path}', timeout=5)\nexcept urllib.error.HTTPError as e:\n    r = e\nsys.stdout.write(str(r.status) + '\\n' + r.read().decode())"
+        );
+        let out = self.exec(&["python3", "-c", &script]);
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let (status, body) = text.split_once('\n').unwrap_or(("0", ""));
+        (status.parse().unwrap_or(0), body.to_owned())
+    }
+
     /// The last 60 lines of its output.
     pub fn logs(&self) -> String {
         self.logs_with(&["--tail", "60"])
