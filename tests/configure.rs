@@ -874,6 +874,18 @@ const CATALOGUE: &[Bad] = &[
         "PGBOUNCER_AUTHENTICATION: given without PGBOUNCER_CONFIGURATION",
     ),
     bad(
+        &[("BGMON_LISTEN_IP", "all")],
+        "BGMON_LISTEN_IP=all: expected an IPv4 or IPv6 address",
+    ),
+    bad(
+        &[("BGMON_NAPTIME", "60")],
+        "BGMON_NAPTIME=60: expected 1 to 10 seconds",
+    ),
+    bad(
+        &[("BGMON_HISTORY_BUCKETS", "-1")],
+        "BGMON_HISTORY_BUCKETS=-1: expected 0 to 1440 one-minute buckets",
+    ),
+    bad(
         &[("WAL_S3_BUCKET", "My_Bucket")],
         "WAL_S3_BUCKET=My_Bucket: not a bucket name",
     ),

@@ -120,6 +120,17 @@ pub fn tokeninfo(data: &[u8]) -> bool {
     pam_oauth2::verify::check_answer(&config, &user, body).is_ok()
 }
 
+/// A request head to the monitor on 8080 (its history holding the current
+/// minute): an answer with a status line, never a panic.
+pub fn monitor_request(data: &[u8]) -> bool {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64);
+    let answer = spilo::monitor::answer_head(data, now);
+    assert!(answer.starts_with(b"HTTP/1.1 "), "no status line");
+    answer.starts_with(b"HTTP/1.1 200")
+}
+
 #[cfg(test)]
 mod tests {
     use std::path::Path;
@@ -189,5 +200,10 @@ mod tests {
     #[test]
     fn tokeninfo() {
         replay("tokeninfo", super::tokeninfo);
+    }
+
+    #[test]
+    fn monitor_request() {
+        replay("monitor_request", super::monitor_request);
     }
 }

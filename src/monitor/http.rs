@@ -102,10 +102,7 @@ async fn exchange(mut stream: TcpStream, shared: &Shared) -> std::io::Result<()>
         }
         head.extend_from_slice(&buffer[..n]);
         if let Some(end) = find(&head, b"\r\n\r\n") {
-            break match parse(&head[..end]) {
-                Some(request) => answer(&request, shared),
-                None => Response::new("400 Bad Request", "text/plain", b"bad request\n".to_vec()),
-            };
+            break respond(&head[..end], shared);
         }
         if head.len() > MAX_HEAD {
             break Response::new(
@@ -121,6 +118,23 @@ async fn exchange(mut stream: TcpStream, shared: &Shared) -> std::io::Result<()>
         stream.write_all(&response.body).await?;
     }
     stream.shutdown().await
+}
+
+/// The answer to a request head (without its blank line).
+pub(crate) fn respond(head: &[u8], shared: &Shared) -> Response {
+    match parse(head) {
+        Some(request) => answer(&request, shared),
+        None => Response::new("400 Bad Request", "text/plain", b"bad request\n".to_vec()),
+    }
+}
+
+impl Response {
+    /// Head and body, as sent.
+    pub(crate) fn bytes(&self) -> Vec<u8> {
+        let mut out = self.head().into_bytes();
+        out.extend_from_slice(&self.body);
+        out
+    }
 }
 
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {

@@ -11,7 +11,7 @@ mod history;
 mod host;
 mod http;
 mod metrics;
-pub mod pgwire;
+mod pgwire;
 mod postgres;
 mod process;
 mod raw;
@@ -109,6 +109,15 @@ impl Shared {
     fn history(&self) -> MutexGuard<'_, History> {
         self.history.lock().unwrap_or_else(|p| p.into_inner())
     }
+}
+
+/// What the server answers the request head `head` (without its blank
+/// line) while its history holds one document of `time_ms` and no sample
+/// is published: the fuzz target's view of the server.
+pub fn answer_head(head: &[u8], time_ms: i64) -> Vec<u8> {
+    let shared = Shared::new(5);
+    shared.history().record(time_ms, br#"{"time":0}"#);
+    http::respond(head, &shared).bytes()
 }
 
 /// Binds the port and starts the sampler and the server, each in a thread

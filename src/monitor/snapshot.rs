@@ -439,22 +439,24 @@ fn processes(
                 .and_then(|b| b.processes.get(&pid))
                 .filter(|w| w.starttime == p.starttime)
         });
-        out.push(process(facts, pid, &kind, a, p, was, &activity, rates));
+        let mut row = kernel_columns(facts, pid, &kind, p, was, rates);
+        if let Some(a) = a {
+            session_columns(&mut row, pid, &kind, a, title, &activity);
+        }
+        out.push(Value::Object(row));
     }
     Value::Array(out)
 }
 
-#[allow(clippy::too_many_arguments)]
-fn process(
+/// What the kernel says of a process: bg_mon's first columns.
+fn kernel_columns(
     facts: &Facts,
     pid: u32,
     kind: &str,
-    a: Option<&Activity>,
     p: Option<&ProcStat>,
     was: Option<&ProcStat>,
-    activity: &BTreeMap<u32, &Activity>,
     rates: &Rates,
-) -> Value {
+) -> Map<String, Value> {
     let stat = p.cloned().unwrap_or_default();
     let ticks = facts.clock_ticks.max(1) as f64;
     let cpu = |f: fn(&ProcStat) -> u64| {
@@ -482,9 +484,18 @@ fn process(
         }),
     );
     row.insert("uss".into(), json!(stat.uss));
-    let Some(a) = a else {
-        return Value::Object(row);
-    };
+    row
+}
+
+/// What pg_stat_activity says of it.
+fn session_columns(
+    row: &mut Map<String, Value>,
+    pid: u32,
+    kind: &str,
+    a: &Activity,
+    title: &str,
+    activity: &BTreeMap<u32, &Activity>,
+) {
     if let Some(leader) = a.leader_pid.filter(|l| *l != pid) {
         row.insert("parent_pid".into(), json!(leader));
     }
@@ -518,7 +529,6 @@ fn process(
         row.insert("wait_event_type".into(), json!(t));
         row.insert("wait_event".into(), json!(e));
     }
-    let title = p.map_or("", |p| p.title.as_str());
     let (query, idle) = query(kind, a, title);
     if let Some(query) = query {
         row.insert("query".into(), json!(query));
@@ -526,7 +536,6 @@ fn process(
     if let Some(idle) = idle {
         row.insert("idle_in_transaction".into(), json!(seconds(idle)));
     }
-    Value::Object(row)
 }
 
 /// bg_mon's precision: two significant digits below 10 s, whole seconds
