@@ -79,7 +79,9 @@ impl Response {
 
     fn head(&self) -> String {
         format!(
-            "HTTP/1.1 {}\r\nContent-Type: {}\r\nContent-Length: {}\r\n{}Cache-Control: no-store\r\nConnection: close\r\n\r\n",
+            "HTTP/1.1 {}\r\nContent-Type: {}\r\nContent-Length: {}\r\n{}Cache-Control: no-store\r\n\
+             X-Content-Type-Options: nosniff\r\nContent-Security-Policy: default-src 'self'\r\n\
+             Connection: close\r\n\r\n",
             self.status,
             self.content_type,
             self.body.len(),
