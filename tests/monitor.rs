@@ -287,6 +287,16 @@ fn bg_mon_document_history_metrics_and_page_under_pgbench() {
     }
     assert!(doc["databases"]["postgres"]["xact"]["commit"].is_u64());
 
+    // Brotli when asked for, the same document.
+    let br = get(&primary.ip, "/", "Accept-Encoding: gzip, br\r\n").expect("/ with br");
+    assert!(
+        br.headers.contains("Content-Encoding: br"),
+        "{}",
+        br.headers
+    );
+    let unpacked: Value = serde_json::from_slice(&unbrotli(&br.body)).expect("brotli JSON");
+    assert_eq!(unpacked["hostname"], doc["hostname"]);
+
     // Every backend listed is one pg_stat_activity has, with the same
     // user and database; /proc has its state and memory.
     let listed = processes(&doc);
