@@ -206,7 +206,7 @@ struct Sampler {
     sizes: Arc<Mutex<[u64; 3]>>,
     session: postgres::Session,
     facts: snapshot::Facts,
-    cgroup: Option<PathBuf>,
+    cgroup: Option<cgroup::Location>,
     page_kb: u64,
     previous: Option<Raw>,
     /// Whether the last sample reached PostgreSQL (said on changes).
@@ -225,7 +225,10 @@ impl Sampler {
                 settings.query_text,
             ),
             facts: snapshot::facts(&settings.pgdata, cpus, value(SysconfVar::CLK_TCK)),
-            cgroup: cgroup::locate(Path::new("/proc/self/cgroup"), Path::new("/sys/fs/cgroup")),
+            cgroup: cgroup::locate(
+                &host::text(Path::new("/proc/self/cgroup")).unwrap_or_default(),
+                &host::text(Path::new("/proc/self/mountinfo")).unwrap_or_default(),
+            ),
             page_kb: value(SysconfVar::PAGE_SIZE) / 1024,
             previous: None,
             reached: None,
@@ -279,7 +282,10 @@ impl Sampler {
             time_ms,
             clock: Instant::now(),
             host: host::read(proc),
-            cgroup: self.cgroup.as_deref().map(cgroup::read),
+            cgroup: self
+                .cgroup
+                .as_ref()
+                .map(|at| cgroup::read(at, self.facts.clock_ticks)),
             volumes,
             sizes: *self.sizes.lock().unwrap_or_else(|p| p.into_inner()),
             postgres,

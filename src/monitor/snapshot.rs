@@ -244,7 +244,7 @@ fn cgroup(now: &Raw, before: Option<&Raw>, rates: &Rates) -> Option<Value> {
         out.insert(
             "cpu".into(),
             json!({
-                "shares": c.weight.map_or(2, |w| 2 + (262_142 * w).saturating_sub(1) / 9999),
+                "shares": c.shares,
                 "quota": c.quota.map_or(-1, |(q, _)| q as i64),
                 "user": milli(c.user_usec, was.map(|w| w.user_usec)),
                 "system": milli(c.system_usec, was.map(|w| w.system_usec)),
