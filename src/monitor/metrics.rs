@@ -9,11 +9,12 @@ use super::raw::{Raw, VOLUMES};
 /// One family: HELP and TYPE once, then its samples.
 struct Family<'a> {
     out: &'a mut String,
+    name: &'a str,
 }
 
 impl Family<'_> {
-    fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: f64) -> &mut Self {
-        self.out.push_str(name);
+    fn sample(&mut self, labels: &[(&str, &str)], value: f64) -> &mut Self {
+        self.out.push_str(self.name);
         if !labels.is_empty() {
             self.out.push('{');
             for (i, (key, value)) in labels.iter().enumerate() {
@@ -29,9 +30,9 @@ impl Family<'_> {
     }
 }
 
-fn family<'a>(out: &'a mut String, name: &str, kind: &str, help: &str) -> Family<'a> {
+fn family<'a>(out: &'a mut String, name: &'a str, kind: &str, help: &str) -> Family<'a> {
     let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-    Family { out }
+    Family { out, name }
 }
 
 fn escape(value: &str) -> String {
@@ -59,7 +60,7 @@ pub fn render(raw: &Raw, now: f64) -> String {
         "gauge",
         "Whether the last sample reached PostgreSQL.",
     )
-    .sample("spilo_postgres_up", &[], f64::from(u8::from(pg.is_some())));
+    .sample(&[], f64::from(u8::from(pg.is_some())));
     if let Some(s) = pg {
         postgres(&mut out, s, now);
     }
@@ -78,22 +79,14 @@ fn postgres(out: &mut String, s: &super::postgres::Sample, now: f64) {
         "gauge",
         "The server's version and role.",
     )
-    .sample(
-        "spilo_postgres_info",
-        &[("version", &s.version), ("role", role)],
-        1.0,
-    );
+    .sample(&[("version", &s.version), ("role", role)], 1.0);
     family(
         out,
         "spilo_postgres_in_recovery",
         "gauge",
         "1 on a replica, 0 on the primary.",
     )
-    .sample(
-        "spilo_postgres_in_recovery",
-        &[],
-        f64::from(u8::from(s.in_recovery)),
-    );
+    .sample(&[], f64::from(u8::from(s.in_recovery)));
     if let Some(timeline) = s.timeline {
         family(
             out,
@@ -101,7 +94,7 @@ fn postgres(out: &mut String, s: &super::postgres::Sample, now: f64) {
             "gauge",
             "The timeline the server is on.",
         )
-        .sample("spilo_postgres_timeline", &[], timeline as f64);
+        .sample(&[], timeline as f64);
     }
     family(
         out,
@@ -109,11 +102,7 @@ fn postgres(out: &mut String, s: &super::postgres::Sample, now: f64) {
         "gauge",
         "When the postmaster started.",
     )
-    .sample(
-        "spilo_postgres_start_time_seconds",
-        &[],
-        s.start_time as f64,
-    );
+    .sample(&[], s.start_time as f64);
     let mut states: Vec<(String, u64)> = Vec::new();
     for a in s
         .activity
@@ -134,7 +123,7 @@ fn postgres(out: &mut String, s: &super::postgres::Sample, now: f64) {
         "Client sessions by state.",
     );
     for (state, n) in &states {
-        f.sample("spilo_postgres_connections", &[("state", state)], *n as f64);
+        f.sample(&[("state", state)], *n as f64);
     }
     family(
         out,
@@ -142,11 +131,7 @@ fn postgres(out: &mut String, s: &super::postgres::Sample, now: f64) {
         "gauge",
         "max_connections.",
     )
-    .sample(
-        "spilo_postgres_max_connections",
-        &[],
-        s.max_connections as f64,
-    );
+    .sample(&[], s.max_connections as f64);
     if let Some(lsn) = s.lsn {
         family(
             out,
@@ -154,7 +139,7 @@ fn postgres(out: &mut String, s: &super::postgres::Sample, now: f64) {
             "counter",
             "WAL written since 0/0 (the current LSN).",
         )
-        .sample("spilo_postgres_wal_written_bytes_total", &[], lsn as f64);
+        .sample(&[], lsn as f64);
     }
     if let Some(received) = s.receive_lsn {
         family(
@@ -163,11 +148,7 @@ fn postgres(out: &mut String, s: &super::postgres::Sample, now: f64) {
             "counter",
             "WAL received since 0/0.",
         )
-        .sample(
-            "spilo_postgres_wal_received_bytes_total",
-            &[],
-            received as f64,
-        );
+        .sample(&[], received as f64);
     }
     if let (Some(received), Some(replayed)) = (s.receive_lsn, s.replay_lsn) {
         family(
@@ -176,11 +157,7 @@ fn postgres(out: &mut String, s: &super::postgres::Sample, now: f64) {
             "gauge",
             "WAL received but not yet replayed.",
         )
-        .sample(
-            "spilo_postgres_replay_lag_bytes",
-            &[],
-            received.saturating_sub(replayed) as f64,
-        );
+        .sample(&[], received.saturating_sub(replayed) as f64);
     }
     if let Some(at) = s.replay_timestamp.filter(|_| s.in_recovery) {
         family(
@@ -189,7 +166,7 @@ fn postgres(out: &mut String, s: &super::postgres::Sample, now: f64) {
             "gauge",
             "Commit time of the last replayed transaction.",
         )
-        .sample("spilo_postgres_last_replay_timestamp_seconds", &[], at);
+        .sample(&[], at);
     }
     replication(out, s);
     databases(out, s);
@@ -200,22 +177,14 @@ fn postgres(out: &mut String, s: &super::postgres::Sample, now: f64) {
             "counter",
             "WAL files archived.",
         )
-        .sample(
-            "spilo_postgres_wal_archived_total",
-            &[],
-            a.archived_count as f64,
-        );
+        .sample(&[], a.archived_count as f64);
         family(
             out,
             "spilo_postgres_wal_archive_failures_total",
             "counter",
             "Failed attempts to archive a WAL file.",
         )
-        .sample(
-            "spilo_postgres_wal_archive_failures_total",
-            &[],
-            a.failed_count as f64,
-        );
+        .sample(&[], a.failed_count as f64);
         if let Some(t) = a.last_archived_time {
             family(
                 out,
@@ -223,18 +192,14 @@ fn postgres(out: &mut String, s: &super::postgres::Sample, now: f64) {
                 "gauge",
                 "When a WAL file was last archived.",
             )
-            .sample("spilo_postgres_wal_last_archived_timestamp_seconds", &[], t);
+            .sample(&[], t);
             family(
                 out,
                 "spilo_postgres_wal_last_archived_age_seconds",
                 "gauge",
                 "Seconds since a WAL file was last archived.",
             )
-            .sample(
-                "spilo_postgres_wal_last_archived_age_seconds",
-                &[],
-                (now - t).max(0.0),
-            );
+            .sample(&[], (now - t).max(0.0));
         }
         if let Some(t) = a.last_failed_time {
             family(
@@ -243,11 +208,7 @@ fn postgres(out: &mut String, s: &super::postgres::Sample, now: f64) {
                 "gauge",
                 "When archiving last failed.",
             )
-            .sample(
-                "spilo_postgres_wal_last_archive_failure_timestamp_seconds",
-                &[],
-                t,
-            );
+            .sample(&[], t);
         }
     }
 }
@@ -272,11 +233,7 @@ fn replication(out: &mut String, s: &super::postgres::Sample) {
     for r in &s.replication {
         if let Some(lag) = r.lag_bytes {
             let l = labels(r);
-            f.sample(
-                "spilo_postgres_replication_lag_bytes",
-                &l.each_ref().map(|(k, v)| (*k, v.as_str())),
-                lag as f64,
-            );
+            f.sample(&l.each_ref().map(|(k, v)| (*k, v.as_str())), lag as f64);
         }
     }
     let mut f = family(
@@ -288,7 +245,6 @@ fn replication(out: &mut String, s: &super::postgres::Sample) {
     for r in &s.replication {
         let l = labels(r);
         f.sample(
-            "spilo_postgres_replication_replay_lag_seconds",
             &l.each_ref().map(|(k, v)| (*k, v.as_str())),
             r.replay_lag.unwrap_or(0.0),
         );
@@ -302,7 +258,6 @@ fn replication(out: &mut String, s: &super::postgres::Sample) {
     for r in &s.replication {
         let l = labels(r);
         f.sample(
-            "spilo_postgres_replication_streaming",
             &l.each_ref().map(|(k, v)| (*k, v.as_str())),
             f64::from(u8::from(r.state.as_deref() == Some("streaming"))),
         );
@@ -347,7 +302,7 @@ fn databases(out: &mut String, s: &super::postgres::Sample) {
     for (name, help, value) in simple {
         let mut f = family(out, name, "counter", help);
         for (db, d) in &s.databases {
-            f.sample(name, &[("datname", db)], value(d) as f64);
+            f.sample(&[("datname", db)], value(d) as f64);
         }
     }
     let tuples: [(&str, Counter); 5] = [
@@ -362,7 +317,6 @@ fn databases(out: &mut String, s: &super::postgres::Sample) {
     for (db, d) in &s.databases {
         for (operation, value) in tuples {
             f.sample(
-                name,
                 &[("datname", db), ("operation", operation)],
                 value(d) as f64,
             );
@@ -381,7 +335,7 @@ fn patroni(out: &mut String, raw: &Raw) {
         "gauge",
         "Whether Patroni's REST API answers and says running.",
     )
-    .sample("spilo_patroni_up", &[], f64::from(u8::from(running)));
+    .sample(&[], f64::from(u8::from(running)));
     if let Ok(p) = answer {
         family(
             out,
@@ -389,29 +343,21 @@ fn patroni(out: &mut String, raw: &Raw) {
             "gauge",
             "Patroni's state and role for this member.",
         )
-        .sample(
-            "spilo_patroni_info",
-            &[("state", &p.state), ("role", &p.role)],
-            1.0,
-        );
+        .sample(&[("state", &p.state), ("role", &p.role)], 1.0);
         family(
             out,
             "spilo_patroni_paused",
             "gauge",
             "1 while the cluster is paused.",
         )
-        .sample("spilo_patroni_paused", &[], f64::from(u8::from(p.pause)));
+        .sample(&[], f64::from(u8::from(p.pause)));
         family(
             out,
             "spilo_patroni_pending_restart",
             "gauge",
             "1 when a setting waits for a restart.",
         )
-        .sample(
-            "spilo_patroni_pending_restart",
-            &[],
-            f64::from(u8::from(p.pending_restart)),
-        );
+        .sample(&[], f64::from(u8::from(p.pending_restart)));
     }
 }
 
@@ -428,18 +374,14 @@ fn backup(out: &mut String, raw: &Raw, now: f64) {
             "gauge",
             "When the newest full backup finished.",
         )
-        .sample(
-            "spilo_backup_last_success_timestamp_seconds",
-            &[],
-            at as f64,
-        );
+        .sample(&[], at as f64);
         family(
             out,
             "spilo_backup_age_seconds",
             "gauge",
             "Seconds since the newest full backup finished.",
         )
-        .sample("spilo_backup_age_seconds", &[], (now - at as f64).max(0.0));
+        .sample(&[], (now - at as f64).max(0.0));
     }
     if let Some(at) = state.last_failure {
         family(
@@ -448,11 +390,7 @@ fn backup(out: &mut String, raw: &Raw, now: f64) {
             "gauge",
             "When a backup last failed.",
         )
-        .sample(
-            "spilo_backup_last_failure_timestamp_seconds",
-            &[],
-            at as f64,
-        );
+        .sample(&[], at as f64);
     }
 }
 
@@ -465,7 +403,6 @@ fn volumes(out: &mut String, raw: &Raw) {
     );
     for (name, v) in VOLUMES.iter().zip(&raw.volumes) {
         f.sample(
-            "spilo_volume_size_bytes",
             &[("volume", name), ("device", &v.device)],
             (v.total * 1024) as f64,
         );
@@ -478,7 +415,6 @@ fn volumes(out: &mut String, raw: &Raw) {
     );
     for (name, v) in VOLUMES.iter().zip(&raw.volumes) {
         f.sample(
-            "spilo_volume_free_bytes",
             &[("volume", name), ("device", &v.device)],
             (v.left * 1024) as f64,
         );
@@ -490,11 +426,7 @@ fn volumes(out: &mut String, raw: &Raw) {
         "Size of the data, WAL or log directory (refreshed every 30 samples).",
     );
     for (name, size) in VOLUMES.iter().zip(raw.sizes) {
-        f.sample(
-            "spilo_directory_size_bytes",
-            &[("volume", name)],
-            (size * 1024) as f64,
-        );
+        f.sample(&[("volume", name)], (size * 1024) as f64);
     }
 }
 
@@ -505,8 +437,8 @@ fn cgroup(out: &mut String, raw: &Raw) {
     if let Some(cpu) = cgroup.cpu {
         let name = "spilo_cgroup_cpu_seconds_total";
         family(out, name, "counter", "CPU time the container used.")
-            .sample(name, &[("mode", "user")], cpu.user_usec as f64 / 1e6)
-            .sample(name, &[("mode", "system")], cpu.system_usec as f64 / 1e6);
+            .sample(&[("mode", "user")], cpu.user_usec as f64 / 1e6)
+            .sample(&[("mode", "system")], cpu.system_usec as f64 / 1e6);
         if let Some((quota, period)) = cpu.quota {
             family(
                 out,
@@ -514,11 +446,7 @@ fn cgroup(out: &mut String, raw: &Raw) {
                 "gauge",
                 "The container's CPU quota in cores.",
             )
-            .sample(
-                "spilo_cgroup_cpu_limit_cores",
-                &[],
-                quota as f64 / period.max(1) as f64,
-            );
+            .sample(&[], quota as f64 / period.max(1) as f64);
         }
     }
     if let Some(m) = cgroup.memory {
@@ -528,11 +456,7 @@ fn cgroup(out: &mut String, raw: &Raw) {
             "gauge",
             "Memory the container uses, inactive file cache left out.",
         )
-        .sample(
-            "spilo_cgroup_memory_usage_bytes",
-            &[],
-            m.current.saturating_sub(m.inactive_file) as f64,
-        );
+        .sample(&[], m.current.saturating_sub(m.inactive_file) as f64);
         if let Some(limit) = m.limit {
             family(
                 out,
@@ -540,7 +464,7 @@ fn cgroup(out: &mut String, raw: &Raw) {
                 "gauge",
                 "The container's memory limit.",
             )
-            .sample("spilo_cgroup_memory_limit_bytes", &[], limit as f64);
+            .sample(&[], limit as f64);
         }
         family(
             out,
@@ -548,6 +472,56 @@ fn cgroup(out: &mut String, raw: &Raw) {
             "counter",
             "Processes the OOM killer ended in the container.",
         )
-        .sample("spilo_cgroup_oom_kills_total", &[], m.oom_kill as f64);
+        .sample(&[], m.oom_kill as f64);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+    use std::time::Instant;
+
+    use super::*;
+    use crate::backup::state::State;
+    use crate::monitor::raw::example;
+
+    #[test]
+    fn families_once_with_their_samples() {
+        let mut raw = example(1_000, Instant::now(), 5);
+        raw.backup = Some(Some(State {
+            last_success: Some(1_000),
+            ..State::default()
+        }));
+        let text = render(&raw, 1_600.0);
+        let mut seen = BTreeSet::new();
+        for line in text.lines().filter(|l| l.starts_with("# TYPE ")) {
+            assert!(seen.insert(line.to_owned()), "{line} twice");
+        }
+        for expected in [
+            "spilo_postgres_up 1",
+            "spilo_postgres_info{version=\"17.2\",role=\"primary\"} 1",
+            "spilo_postgres_timeline 3",
+            "spilo_postgres_connections{state=\"active\"} 1",
+            "spilo_postgres_connections{state=\"idle in transaction\"} 1",
+            "spilo_postgres_xact_commits_total{datname=\"postgres\"} 5",
+            "spilo_postgres_replication_lag_bytes{application_name=\"node-2\",client_addr=\"10.0.0.2\",sync_state=\"async\"} 4096",
+            "spilo_postgres_replication_replay_lag_seconds{application_name=\"node-2\",client_addr=\"10.0.0.2\",sync_state=\"async\"} 0.5",
+            "spilo_patroni_up 1",
+            "spilo_backup_age_seconds 600",
+            "spilo_directory_size_bytes{volume=\"log\"} 3072",
+        ] {
+            assert!(
+                text.lines().any(|l| l == expected),
+                "no {expected} in\n{text}"
+            );
+        }
+        assert!(!text.contains("spilo_backup_last_failure"));
+    }
+
+    #[test]
+    fn label_values_are_escaped() {
+        assert_eq!(escape("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+        assert_eq!(number(3.0), "3");
+        assert_eq!(number(0.25), "0.25");
     }
 }

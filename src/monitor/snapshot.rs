@@ -598,3 +598,86 @@ pub fn facts(data_directory: &Path, cpu_cores: usize, clock_ticks: u64) -> Facts
         data_directory: data_directory.display().to_string(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use super::*;
+    use crate::monitor::raw::example;
+
+    fn facts() -> Facts {
+        Facts {
+            hostname: "pod-0".into(),
+            sysname: "Linux: 6.1".into(),
+            cpu_cores: 2,
+            clock_ticks: 100,
+            data_directory: "/home/postgres/pgdata/pgroot/pgdata".into(),
+        }
+    }
+
+    #[test]
+    fn bg_mons_keys_rates_and_processes() {
+        let clock = Instant::now();
+        let before = example(1_000, clock, 100);
+        let now = example(3_000, clock + Duration::from_secs(2), 300);
+        let doc = document(&facts(), &now, Some(&before));
+        let keys: Vec<&String> = doc.as_object().unwrap().keys().collect();
+        assert_eq!(
+            keys,
+            [
+                "hostname",
+                "time",
+                "sysname",
+                "cpu_cores",
+                "postgresql",
+                "system_stats",
+                "disk_stats",
+                "databases",
+                "net_stats",
+                "processes"
+            ]
+        );
+        let pg = &doc["postgresql"];
+        assert_eq!(pg["role"], "master");
+        // 200 commits × 8 kB of WAL in 2 s.
+        assert_eq!(pg["wal"]["written"], 800);
+        assert_eq!(
+            pg["connections"],
+            json!({"max": 100, "total": 4, "idle_in_transaction": 1, "active": 2})
+        );
+        assert_eq!(doc["databases"]["postgres"]["xact"]["commit"], 100);
+        let processes = doc["processes"].as_array().unwrap();
+        // The idle session is left out; the idle blocker and the waiter
+        // are not.
+        let pids: Vec<u64> = processes
+            .iter()
+            .map(|p| p["pid"].as_u64().unwrap())
+            .collect();
+        assert_eq!(pids, [10, 11, 20]);
+        let holder = &processes[0];
+        assert_eq!(holder["idle_in_transaction"].as_f64(), Some(8.0));
+        assert_eq!(holder["query"], "UPDATE t SET x = 2");
+        // 200 ticks in 2 s at 100 ticks a second: a whole core.
+        assert_eq!(holder["cpu"]["user"], 100.0);
+        let waiter = &processes[1];
+        assert_eq!(waiter["locked_by"], json!([10]));
+        assert_eq!(waiter["age"], 12);
+        assert_eq!(waiter["wait_event"], "transactionid");
+        assert_eq!(processes[2]["type"], "checkpointer");
+        assert!(processes[2].get("query").is_none());
+        // Without a previous sample every rate is 0.
+        let first = document(&facts(), &now, None);
+        assert_eq!(first["postgresql"]["wal"]["written"], 0);
+    }
+
+    #[test]
+    fn an_unreachable_server_keeps_the_rest() {
+        let mut raw = example(1_000, Instant::now(), 1);
+        raw.postgres = Err("no socket".into());
+        let doc = document(&facts(), &raw, None);
+        assert_eq!(doc["postgresql"]["error"], "no socket");
+        assert!(doc.get("databases").is_none());
+        assert!(doc["processes"].as_array().unwrap().is_empty());
+    }
+}
