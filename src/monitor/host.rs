@@ -41,7 +41,6 @@ pub struct Host {
 pub struct Memory {
     pub total: u64,
     pub free: u64,
-    pub available: u64,
     pub buffers: u64,
     /// Cached + SReclaimable.
     pub cached: u64,
@@ -143,7 +142,6 @@ fn memory(meminfo: &str) -> Memory {
         match key {
             "MemTotal" => memory.total = value,
             "MemFree" => memory.free = value,
-            "MemAvailable" => memory.available = value,
             "Buffers" => memory.buffers = value,
             "Cached" => memory.cached = value,
             "SReclaimable" => reclaimable = value,
