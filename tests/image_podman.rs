@@ -1,8 +1,8 @@
 //! The second engine: the same Dockerfile built with podman (`--format
 //! docker`, tests/podman/containers.conf), whatever engine the other image
 //! tests use. One build and one container: a single node becomes a
-//! writable primary, answers SQL, passes its HEALTHCHECK and stops cleanly
-//! within the grace period. The build leaves out the major compiled from
+//! writable primary, answers SQL, passes its HEALTHCHECK, its monitor
+//! answers, and it stops cleanly within the grace period. The build leaves out the major compiled from
 //! source (`MAJORS=17,15`): podman has no share in docker's build cache,
 //! and this test is about the engine, not the packages.
 
@@ -39,6 +39,18 @@ fn podman_builds_the_image_and_runs_a_single_node() {
         .expect("the primary takes writes");
     assert_eq!(node.sql("SELECT sum(id) FROM written").unwrap(), "55");
     node.wait_healthy();
+    // The monitor reads this engine's cgroup and the server.
+    let doc = wait_for(
+        Duration::from_secs(60),
+        "the monitor's document with PostgreSQL",
+        || {
+            serde_json::from_str::<serde_json::Value>(&node.monitor("/").1)
+                .ok()
+                .filter(|doc| doc["postgresql"]["role"] == "master")
+        },
+        || format!("{:?}", node.monitor("/")),
+    );
+    assert!(doc["cgroup"]["memory"]["usage"].is_u64(), "{doc}");
 
     let started = Instant::now();
     let timeout = STOP.as_secs().to_string();

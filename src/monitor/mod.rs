@@ -30,7 +30,6 @@ use crate::backup::state::State;
 use history::History;
 use raw::Raw;
 
-
 /// Where the monitor listens and what it watches.
 #[derive(Debug, Clone)]
 pub struct Settings {
