@@ -21,6 +21,18 @@ pub enum WireError {
     Protocol(char),
 }
 
+impl WireError {
+    /// The server is starting, stopping or in recovery without hot
+    /// standby (SQLSTATE class 57P): it will let us in by itself.
+    pub fn not_yet(&self) -> bool {
+        match self {
+            WireError::Io { .. } => true,
+            WireError::Server(message) => message.ends_with("(57P03)"),
+            _ => false,
+        }
+    }
+}
+
 /// One session; dropped, it is ended.
 pub struct Connection {
     path: String,
@@ -219,5 +231,8 @@ mod tests {
     fn error_fields() {
         let body = b"SERROR\0C42501\0Mpermission denied\0\0";
         assert_eq!(error_message(body), "permission denied (42501)");
+        assert!(!WireError::Server(error_message(body)).not_yet());
+        let starting = b"SFATAL\0C57P03\0Mthe database system is starting up\0\0";
+        assert!(WireError::Server(error_message(starting)).not_yet());
     }
 }

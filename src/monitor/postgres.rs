@@ -216,7 +216,7 @@ impl Session {
                     }
                     // No server yet (starting, stopped): asked again at
                     // the next sample.
-                    Err(e @ WireError::Io { .. }) => return Err(e.into()),
+                    Err(e) if e.not_yet() => return Err(e.into()),
                     Err(e) => {
                         let delay = self
                             .retry
