@@ -7,7 +7,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::files::IoError;
+use crate::files::{self, IoError, Owner};
+use crate::render::Output;
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct State {
@@ -31,10 +32,13 @@ impl State {
 
     /// Replaces the file at once (a reader never sees half of it).
     pub(crate) fn write(&self, path: &Path) -> Result<(), IoError> {
-        let json = serde_json::to_vec(self).unwrap_or_default();
-        let partial = path.with_extension("json.partial");
-        std::fs::write(&partial, json).map_err(IoError::at("write", &partial))?;
-        std::fs::rename(&partial, path).map_err(IoError::at("rename", path))
+        let file = Output::File {
+            path: path.to_owned(),
+            contents: serde_json::to_vec(self).unwrap_or_default(),
+            mode: 0o644,
+            redacted: None,
+        };
+        files::write_all(&[file], Owner::default()).map(drop)
     }
 }
 

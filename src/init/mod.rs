@@ -18,7 +18,7 @@ mod nss;
 mod pod_labels;
 pub mod reaper;
 mod shm;
-mod spacewatch;
+pub(crate) mod spacewatch;
 pub mod supervisor;
 mod volumes;
 

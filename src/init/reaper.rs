@@ -49,7 +49,12 @@ pub(crate) fn reap() -> Vec<(Pid, Exit)> {
 /// Our living children (not zombies): after the supervised ones are gone,
 /// these are the orphans we adopted.
 pub(crate) fn living_children() -> Vec<Pid> {
-    let me = Pid::this().as_raw();
+    living_children_of(Pid::this())
+}
+
+/// The living children of `parent`, from the process table.
+pub(crate) fn living_children_of(parent: Pid) -> Vec<Pid> {
+    let me = parent.as_raw();
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return Vec::new();
     };

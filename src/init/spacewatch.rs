@@ -116,7 +116,7 @@ fn volumes(watched: &[(Holds, PathBuf)]) -> Vec<Volume> {
 
 /// The path (a symlink followed: pg_wal on a volume of its own), else its
 /// nearest existing parent, with its device.
-fn existing(path: &Path) -> Option<(PathBuf, u64)> {
+pub(crate) fn existing(path: &Path) -> Option<(PathBuf, u64)> {
     path.ancestors().find_map(|p| {
         let meta = std::fs::metadata(p).ok()?;
         Some((

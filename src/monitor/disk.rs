@@ -11,6 +11,7 @@ use nix::sys::stat::{major, minor};
 use nix::sys::statvfs::statvfs;
 
 use super::host::text;
+use crate::init::spacewatch::existing;
 
 /// /proc/diskstats' counters of one device.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -40,26 +41,23 @@ pub struct Volume {
 /// The volume holding `directory` (its nearest existing parent when it
 /// does not exist yet).
 pub fn volume(directory: &Path, diskstats: &str, mountinfo: &str) -> Volume {
-    let existing = directory
-        .ancestors()
-        .find(|p| p.exists())
-        .unwrap_or(Path::new("/"));
     let mut volume = Volume {
         directory: directory.to_owned(),
         ..Volume::default()
     };
-    if let Ok(stat) = statvfs(existing) {
+    let Some((existing, dev)) = existing(directory) else {
+        return volume;
+    };
+    if let Ok(stat) = statvfs(&existing) {
         let unit = stat.fragment_size();
         volume.total = stat.blocks() * unit / 1024;
         volume.left = stat.blocks_available() * unit / 1024;
     }
-    if let Ok(meta) = fs::metadata(existing) {
-        let (major, minor) = (major(meta.dev()), minor(meta.dev()));
-        volume.device = block_device(major, minor)
-            .or_else(|| mount_source(mountinfo, major, minor))
-            .unwrap_or_default();
-        volume.io = io(diskstats, &volume.device);
-    }
+    let (major, minor) = (major(dev), minor(dev));
+    volume.device = block_device(major, minor)
+        .or_else(|| mount_source(mountinfo, major, minor))
+        .unwrap_or_default();
+    volume.io = io(diskstats, &volume.device);
     volume
 }
 

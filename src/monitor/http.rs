@@ -13,6 +13,7 @@ use tokio::sync::Semaphore;
 
 use super::history::{self, Served};
 use super::{Shared, metrics};
+use crate::backup::calendar::{Date, SECONDS_PER_DAY, days_from_civil};
 
 /// A request head larger than this is refused (431).
 const MAX_HEAD: usize = 8 << 10;
@@ -314,20 +315,14 @@ pub(crate) fn unix_time(text: &str, now: i64) -> Option<i64> {
             if parts.next().is_some() || !(1..=12).contains(&month) || !(1..=31).contains(&day) {
                 return None;
             }
-            Some(days_from_civil(year, month, day) * 86_400 + of_day)
+            let date = Date {
+                year,
+                month: u32::try_from(month).ok()?,
+                day: u32::try_from(day).ok()?,
+            };
+            Some(days_from_civil(date) * SECONDS_PER_DAY + of_day)
         }
     }
-}
-
-/// Days since 1970-01-01 of a proleptic Gregorian date.
-fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
-    let year = if month <= 2 { year - 1 } else { year };
-    let era = year.div_euclid(400);
-    let year_of_era = year - era * 400;
-    let month_index = (month + 9) % 12;
-    let day_of_year = (153 * month_index + 2) / 5 + day - 1;
-    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
-    era * 146_097 + day_of_era - 719_468
 }
 
 #[cfg(test)]
@@ -354,13 +349,16 @@ mod tests {
 
     #[test]
     fn times_in_paths() {
-        let now = days_from_civil(2026, 12, 3) * 86_400 + 12 * 3600;
+        let date = Date {
+            year: 2026,
+            month: 12,
+            day: 3,
+        };
+        let now = days_from_civil(date) * SECONDS_PER_DAY + 12 * 3600;
         assert_eq!(unix_time("11:30", now), Some(now - 1800));
         assert_eq!(unix_time("13:30:00", now), Some(now + 5400 - 86_400));
         assert_eq!(unix_time("2026-12-03 11:30", now), Some(now - 1800));
         assert_eq!(unix_time("2026-12-03T11:30:10Z", now), Some(now - 1790));
-        assert_eq!(days_from_civil(1970, 1, 1), 0);
-        assert_eq!(days_from_civil(2000, 3, 1), 11_017);
         for bad in ["now", "25:00", "12", "2026-13-01 10:00", "1:2:3:4"] {
             assert_eq!(unix_time(bad, now), None, "{bad}");
         }

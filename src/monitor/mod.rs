@@ -73,7 +73,7 @@ pub struct Shared {
 pub struct Published {
     pub json: Vec<u8>,
     brotli: OnceLock<Vec<u8>>,
-    pub raw: Raw,
+    pub raw: Arc<Raw>,
 }
 
 impl Published {
@@ -206,7 +206,7 @@ struct Sampler {
     facts: snapshot::Facts,
     cgroup: Option<cgroup::Location>,
     page_kb: u64,
-    previous: Option<Raw>,
+    previous: Option<Arc<Raw>>,
     /// Whether the last sample reached PostgreSQL (said on changes).
     reached: Option<bool>,
 }
@@ -239,14 +239,14 @@ impl Sampler {
     fn run(mut self) {
         let mut next = Instant::now();
         loop {
-            let raw = self.sample();
-            let document = snapshot::document(&self.facts, &raw, self.previous.as_ref());
+            let raw = Arc::new(self.sample());
+            let document = snapshot::document(&self.facts, &raw, self.previous.as_deref());
             let json = serde_json::to_vec(&document).unwrap_or_default();
             self.shared.history().record(raw.time_ms, &json);
             let published = Arc::new(Published {
                 json,
                 brotli: OnceLock::new(),
-                raw: raw.clone(),
+                raw: Arc::clone(&raw),
             });
             *self.shared.latest.lock().unwrap_or_else(|p| p.into_inner()) = Some(published);
             self.previous = Some(raw);

@@ -6,7 +6,10 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::path::Path;
 
+use nix::unistd::Pid;
+
 use super::host::text;
+use crate::init::reaper::living_children_of;
 
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ProcStat {
@@ -49,19 +52,11 @@ pub fn children(
             .split_whitespace()
             .filter_map(|p| p.parse().ok())
             .collect(),
-        // A kernel without the children file: every process's parent.
-        None => fs::read_dir(proc)
-            .map(|dir| {
-                dir.flatten()
-                    .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-                    .filter(|pid| {
-                        text(&proc.join(format!("{pid}/stat")))
-                            .and_then(|s| parent(&s))
-                            .is_some_and(|p| p == postmaster)
-                    })
-                    .collect()
-            })
-            .unwrap_or_default(),
+        // A kernel without the children file: the process table.
+        None => living_children_of(Pid::from_raw(postmaster as i32))
+            .into_iter()
+            .map(|pid| pid.as_raw() as u32)
+            .collect(),
     };
     pids.into_iter()
         .filter_map(|pid| Some((pid, read(proc, pid, cluster_name, page_kb)?)))
@@ -92,15 +87,6 @@ fn read(proc: &Path, pid: u32, cluster_name: &str, page_kb: u64) -> Option<ProcS
     let cmdline = fs::read(dir.join("cmdline")).unwrap_or_default();
     stat.title = title(&String::from_utf8_lossy(&cmdline), cluster_name);
     Some(stat)
-}
-
-fn parent(stat: &str) -> Option<u32> {
-    stat.rsplit_once(')')?
-        .1
-        .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()
 }
 
 /// /proc/<pid>/stat; the command may hold spaces and parentheses, so the
@@ -155,7 +141,6 @@ mod tests {
             (parsed.utime, parsed.stime, parsed.starttime, parsed.guest),
             (7, 3, 555, 9)
         );
-        assert_eq!(parent(stat), Some(1));
     }
 
     #[test]

@@ -17,7 +17,7 @@ use crate::backup::state::State;
 /// The volumes in bg_mon's order.
 pub const VOLUMES: [&str; 3] = ["data", "wal", "log"];
 
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Raw {
     /// Unix milliseconds.
     pub time_ms: i64,
