@@ -13,3 +13,4 @@ pub(crate) mod files;
 pub mod init;
 pub mod monitor;
 pub mod render;
+pub mod upgrade;

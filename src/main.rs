@@ -11,6 +11,7 @@ use spilo::configure;
 use spilo::envdir;
 use spilo::init::{self, children::Programs, hooks, initdb_ahead, logging};
 use spilo::render::Section;
+use spilo::upgrade;
 use spilo_layout::POSTGRES_ROOT;
 
 /// PostgreSQL high availability in one image, configured by environment
@@ -76,6 +77,40 @@ enum Command {
     Backup {
         #[command(subcommand)]
         backup: Backup,
+    },
+    /// A major upgrade in place, on the primary: the operator's
+    /// /scripts/inplace_upgrade.py N runs it. The target is PGVERSION (or
+    /// postgresql.bin_dir in SPILO_CONFIGURATION).
+    Upgrade {
+        /// The number of members the cluster must have.
+        #[arg(long)]
+        members: usize,
+        /// Patroni's configuration file (default: $RW_DIR/postgres.yml).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Where the PostgreSQL majors are installed (<root>/<major>/bin).
+        #[arg(long, env = "SPILO_POSTGRES_ROOT", default_value = POSTGRES_ROOT)]
+        postgres_root: PathBuf,
+    },
+    /// A replica's part of an upgrade (started by the primary's).
+    #[command(hide = true)]
+    UpgradeReplica {
+        #[arg(long)]
+        config: PathBuf,
+        #[arg(long)]
+        major: u32,
+        #[arg(long)]
+        bin_dir: PathBuf,
+        #[arg(long)]
+        primary: String,
+        #[arg(long)]
+        port: u16,
+        #[arg(long)]
+        checkpoint: String,
+        #[arg(long)]
+        backend: i32,
+        #[arg(long)]
+        detached: bool,
     },
     /// Runs initdb ahead of Patroni (started by `init`).
     #[command(hide = true)]
@@ -246,6 +281,57 @@ fn main() -> ExitCode {
             }
         },
         Command::InitdbAhead { dir } => initdb_ahead::run(&dir),
+        Command::Upgrade {
+            members,
+            config,
+            postgres_root,
+        } => {
+            let options = upgrade::Options {
+                members,
+                config: config.unwrap_or_else(upgrade::default_config_path),
+                postgres_root,
+                spilo_configuration: std::env::var("SPILO_CONFIGURATION").ok(),
+                pgversion: std::env::var("PGVERSION").ok(),
+            };
+            match upgrade::run(&options) {
+                Ok(summary) => {
+                    println!("spilo upgrade: {summary}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("spilo upgrade: error: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::UpgradeReplica {
+            config,
+            major,
+            bin_dir,
+            primary,
+            port,
+            checkpoint,
+            backend,
+            detached,
+        } => {
+            let options = upgrade::replica::Options {
+                config,
+                major,
+                bin_dir,
+                primary,
+                port,
+                checkpoint,
+                backend,
+                detached,
+            };
+            match upgrade::replica::run(&options) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("spilo upgrade-replica: error: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Basebackup {
             major,
             bin_dir,

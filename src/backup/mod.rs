@@ -142,6 +142,22 @@ pub fn now(spec: &Spec, kind: BackupType) -> Result<(), BackupError> {
     running.result(status)
 }
 
+/// After a major upgrade, before the new server starts: the stanza
+/// takes the new cluster (`--no-online`: nothing to connect to).
+pub fn stanza_upgrade(spec: &Spec) -> Result<(), BackupError> {
+    Pgbackrest::new(spec)
+        .output(&["--no-online", "stanza-upgrade"])
+        .map(drop)
+}
+
+/// A full backup whose output is kept, not printed: for a caller whose
+/// stderr means failure (the operator's upgrade).
+pub fn full_backup(spec: &Spec) -> Result<(), BackupError> {
+    Pgbackrest::new(spec)
+        .output(&["backup", BackupType::Full.option()])
+        .map(drop)
+}
+
 /// `spilo backup list`: pgBackRest's JSON as is, or a table.
 pub fn list(spec: &Spec, json: bool, out: &mut impl Write) -> Result<(), BackupError> {
     let answer = Pgbackrest::new(spec).output(&["info", "--output=json"])?;

@@ -262,7 +262,14 @@ impl Container {
     }
 
     pub fn exec(&self, args: &[&str]) -> Output {
-        let mut all = vec!["exec", &self.name];
+        self.exec_with(&[], args)
+    }
+
+    /// `exec` with options of its own (`-e`, `-w`, `-u`).
+    pub fn exec_with(&self, options: &[&str], args: &[&str]) -> Output {
+        let mut all = vec!["exec"];
+        all.extend_from_slice(options);
+        all.push(&self.name);
         all.extend_from_slice(args);
         output(&all)
     }

@@ -1,0 +1,355 @@
+//! Everything an upgrade checks before it changes anything: the target
+//! major, this member's place in the cluster, the replicas, what the
+//! target cannot take, and `pg_upgrade --check` on a fresh new data
+//! directory. A failure is a refusal: the cluster runs on as it was.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde_json::Value;
+
+use super::api::{self, Api, ClusterMember};
+use super::member::Member;
+use super::pgupgrade::{Settings, Upgrade, remove_dir};
+use super::sql::Psql;
+use super::{UpgradeError, data_major, say};
+
+/// A replica more than this far behind is not upgraded with the rest.
+pub(crate) const MAX_LAG: u64 = 16 * 1024 * 1024;
+
+/// What the checks learnt, for the upgrade.
+pub(crate) struct Plan {
+    pub(crate) old_major: u32,
+    pub(crate) new_major: u32,
+    pub(crate) new_bin: PathBuf,
+    pub(crate) replicas: Vec<ClusterMember>,
+    /// This member's address, which the replicas pull from.
+    pub(crate) host: String,
+    pub(crate) system_identifier: String,
+    pub(crate) upgrade: Upgrade,
+}
+
+/// The major to upgrade to: SPILO_CONFIGURATION's postgresql.bin_dir,
+/// else PGVERSION's tree under `postgres_root`.
+pub(crate) fn target(
+    spilo_configuration: Option<&str>,
+    pgversion: Option<&str>,
+    postgres_root: &Path,
+) -> Result<(u32, PathBuf), UpgradeError> {
+    let from_configuration = spilo_configuration
+        .and_then(|text| serde_yaml_ng::from_str::<serde_yaml_ng::Value>(text).ok())
+        .and_then(|v| {
+            v.get("postgresql")?
+                .get("bin_dir")?
+                .as_str()
+                .map(PathBuf::from)
+        });
+    let bin_dir = match (
+        from_configuration,
+        pgversion.map(str::trim).filter(|v| !v.is_empty()),
+    ) {
+        (Some(bin_dir), _) => bin_dir,
+        (None, Some(version)) => {
+            let major: u32 = version.parse().map_err(|_| {
+                UpgradeError::Refused(format!("PGVERSION {version:?} is not a PostgreSQL major"))
+            })?;
+            postgres_root.join(major.to_string()).join("bin")
+        }
+        (None, None) => {
+            return Err(UpgradeError::Refused(
+                "no target: set PGVERSION (or postgresql.bin_dir in SPILO_CONFIGURATION)".into(),
+            ));
+        }
+    };
+    let major = binary_major(&bin_dir)?;
+    for program in ["pg_upgrade", "initdb", "pg_ctl", "vacuumdb"] {
+        if !bin_dir.join(program).exists() {
+            return Err(UpgradeError::Refused(format!(
+                "{} is missing: PostgreSQL {major} is not installed whole",
+                bin_dir.join(program).display()
+            )));
+        }
+    }
+    Ok((major, bin_dir))
+}
+
+/// The major of the server program in `bin_dir` (`postgres --version`).
+fn binary_major(bin_dir: &Path) -> Result<u32, UpgradeError> {
+    let postgres = bin_dir.join("postgres");
+    let out = Command::new(&postgres).arg("--version").output().map_err(|e| {
+        UpgradeError::Refused(format!(
+            "{}: {e} (the target major is not installed here, or is packed in a compressed image)",
+            postgres.display()
+        ))
+    })?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.split_whitespace()
+        .last()
+        .and_then(|version| version.split('.').next()?.parse().ok())
+        .ok_or_else(|| {
+            UpgradeError::Refused(format!("{}: no version in {text:?}", postgres.display()))
+        })
+}
+
+/// Every check, in order; the plan when all pass.
+pub(crate) fn run(
+    member: &Member,
+    api: &Api,
+    members: usize,
+    new_major: u32,
+    new_bin: &Path,
+) -> Result<Plan, UpgradeError> {
+    let refused = |reason: String| UpgradeError::Refused(reason);
+    let old_major = data_major(&member.data_dir)?;
+    if new_major < old_major {
+        return Err(refused(format!(
+            "the data directory is PostgreSQL {old_major}, newer than the target {new_major}"
+        )));
+    }
+    let cluster = api.get(&format!("{}/cluster", member.api))?;
+    let (all, paused) = api::members(&cluster);
+    if paused {
+        return Err(refused("the cluster is paused (maintenance mode)".into()));
+    }
+    let me = all.iter().find(|m| m.name == member.name);
+    if !me.is_some_and(|m| m.role == "leader" && m.state == "running") {
+        return Err(refused(format!(
+            "{} does not hold the leader lock with a running server",
+            member.name
+        )));
+    }
+    if all.len() != members {
+        return Err(refused(format!(
+            "the cluster has {} members, not the {members} expected",
+            all.len()
+        )));
+    }
+    let replicas: Vec<ClusterMember> = all
+        .iter()
+        .filter(|m| m.name != member.name)
+        .cloned()
+        .collect();
+    for replica in &replicas {
+        if replica.state != "streaming" {
+            return Err(refused(format!(
+                "replica {} is {}, not streaming",
+                replica.name, replica.state
+            )));
+        }
+        match replica.lag {
+            Some(lag) if lag <= MAX_LAG => {}
+            lag => {
+                return Err(refused(format!(
+                    "replica {} lags {} behind (at most {MAX_LAG} bytes)",
+                    replica.name,
+                    lag.map_or("an unknown amount".into(), |l| format!("{l} bytes"))
+                )));
+            }
+        }
+        let psql = remote(member, replica);
+        if psql.value("SELECT pg_is_in_recovery()")? != "t" {
+            return Err(refused(format!("{} is not in recovery", replica.name)));
+        }
+        let replay = replay_lag(&psql)?;
+        if replay > MAX_LAG {
+            return Err(refused(format!(
+                "replica {} has {replay} bytes received but not replayed (at most {MAX_LAG})",
+                replica.name
+            )));
+        }
+    }
+    let host = me.map(|m| m.host.clone()).unwrap_or_default();
+    let local = Psql::socket(
+        &member.bin_dir,
+        &member.socket_dir,
+        member.port,
+        &member.superuser.username,
+    );
+    if member.data_dir.join("pg_wal").is_symlink() {
+        return Err(refused(
+            "pg_wal is a link to a WAL volume (PGWAL): spilo upgrade moves one data directory"
+                .into(),
+        ));
+    }
+    let tablespaces = local.value(
+        "SELECT count(*) FROM pg_tablespace WHERE spcname NOT IN ('pg_default', 'pg_global')",
+    )?;
+    if tablespaces != "0" {
+        return Err(refused(format!(
+            "{tablespaces} tablespaces besides the default: spilo upgrade moves one data directory"
+        )));
+    }
+    missing_extensions(&local, new_bin, new_major)?;
+    let system_identifier = local.value("SELECT system_identifier FROM pg_control_system()")?;
+    let settings = Settings::of(&local, old_major)?;
+    let (parent, _) = member.data_parent();
+    let upgrade = Upgrade {
+        old_bin: member.bin_dir.clone(),
+        new_bin: new_bin.to_owned(),
+        new_major,
+        old_data: member.data_dir.clone(),
+        new_data: member.sibling("new"),
+        superuser: member.superuser.username.clone(),
+        work_dir: parent.to_owned(),
+        jobs: std::thread::available_parallelism().map_or(1, usize::from),
+    };
+    say(&format!(
+        "making {} with initdb (PostgreSQL {new_major}) and running pg_upgrade --check",
+        upgrade.new_data.display()
+    ));
+    let checked = upgrade
+        .initdb(&settings)
+        .and_then(|()| upgrade.check(member.port, &member.socket_dir));
+    if let Err(e) = checked {
+        remove_dir(&upgrade.new_data)?;
+        return Err(refused(e.to_string()));
+    }
+    Ok(Plan {
+        old_major,
+        new_major,
+        new_bin: new_bin.to_owned(),
+        replicas,
+        host,
+        system_identifier,
+        upgrade,
+    })
+}
+
+/// A superuser session on a replica.
+pub(crate) fn remote(member: &Member, replica: &ClusterMember) -> Psql {
+    Psql::remote(
+        &member.bin_dir,
+        &replica.host,
+        replica.port,
+        &member.superuser.username,
+        &member.superuser.password,
+    )
+}
+
+/// Bytes a replica received but has not replayed.
+fn replay_lag(psql: &Psql) -> Result<u64, UpgradeError> {
+    let value = psql.value(
+        "SELECT coalesce(pg_wal_lsn_diff(pg_last_wal_receive_lsn(), pg_last_wal_replay_lsn()), 0)::bigint",
+    )?;
+    Ok(value.parse::<i64>().map_or(0, |v| v.max(0) as u64))
+}
+
+/// Every extension of every database must exist for the target at its
+/// version or with an update path from it.
+fn missing_extensions(local: &Psql, new_bin: &Path, new_major: u32) -> Result<(), UpgradeError> {
+    let share = sharedir(new_bin)?.join("extension");
+    let mut missing = Vec::new();
+    for row in local.rows("SELECT datname FROM pg_database WHERE datallowconn ORDER BY 1")? {
+        let Some(database) = row.first() else {
+            continue;
+        };
+        for ext in local
+            .database(database)
+            .rows("SELECT extname, extversion FROM pg_extension ORDER BY 1")?
+        {
+            let [name, version] = ext.as_slice() else {
+                continue;
+            };
+            if !extension_available(&share, name, version) {
+                missing.push(format!("{name} {version} (database {database})"));
+            }
+        }
+    }
+    if missing.is_empty() {
+        return Ok(());
+    }
+    Err(UpgradeError::Refused(format!(
+        "PostgreSQL {new_major} has no {}",
+        missing.join(", ")
+    )))
+}
+
+/// Whether `share` (a major's extension directory) has `name` at
+/// `version`, or a script that updates from it.
+pub(crate) fn extension_available(share: &Path, name: &str, version: &str) -> bool {
+    if !share.join(format!("{name}.control")).exists() {
+        return false;
+    }
+    let exact = format!("{name}--{version}.sql");
+    let update = format!("{name}--{version}--");
+    std::fs::read_dir(share).is_ok_and(|entries| {
+        entries.filter_map(Result::ok).any(|e| {
+            let file = e.file_name();
+            let file = file.to_string_lossy();
+            file == exact || (file.starts_with(&update) && file.ends_with(".sql"))
+        })
+    })
+}
+
+/// `pg_config --sharedir` of a major.
+fn sharedir(bin_dir: &Path) -> Result<PathBuf, UpgradeError> {
+    let program = bin_dir.join("pg_config");
+    let out = Command::new(&program)
+        .arg("--sharedir")
+        .output()
+        .map_err(|source| UpgradeError::Spawn {
+            program: program.display().to_string(),
+            source,
+        })?;
+    let text = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    if !out.status.success() || text.is_empty() {
+        return Err(UpgradeError::Refused(format!(
+            "{}: no share directory",
+            program.display()
+        )));
+    }
+    Ok(text.into())
+}
+
+/// Whether every member's Patroni reports the pause as `paused`.
+pub(crate) fn all_see_pause(api: &Api, members: &[String], paused: bool) -> bool {
+    members.iter().all(|url| {
+        api.get(url)
+            .is_ok_and(|state: Value| state["pause"].as_bool().unwrap_or(false) == paused)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_extension_needs_its_version_or_an_update_from_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let share = dir.path();
+        for file in [
+            "a.control",
+            "a--1.0.sql",
+            "b.control",
+            "b--2.0.sql",
+            "b--1.0--2.0.sql",
+            "c--1.0.sql",
+        ] {
+            std::fs::write(share.join(file), "").unwrap();
+        }
+        assert!(extension_available(share, "a", "1.0"));
+        assert!(!extension_available(share, "a", "0.9"));
+        assert!(extension_available(share, "b", "1.0"));
+        assert!(!extension_available(share, "c", "1.0"), "no control file");
+    }
+
+    #[test]
+    fn the_target_comes_from_the_configuration_or_pgversion() {
+        let err = target(None, None, Path::new("/nonexistent"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("set PGVERSION"), "{err}");
+        let err = target(None, Some("x"), Path::new("/nonexistent"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("PGVERSION \"x\""), "{err}");
+        let err = target(
+            Some("postgresql:\n  bin_dir: /nonexistent/9/bin\n"),
+            Some("17"),
+            Path::new("/x"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("/nonexistent/9/bin/postgres"), "{err}");
+    }
+}

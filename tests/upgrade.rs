@@ -1,0 +1,359 @@
+//! Major upgrades in place, in the image, as the operator runs them:
+//! `/bin/su postgres -c "/usr/bin/python3 /scripts/inplace_upgrade.py N"`
+//! in the primary's container, with PGVERSION the target (the operator
+//! rolls the pods with the new PGVERSION first; the data directory's major
+//! still decides what runs, which tests/configure.rs checks). Real
+//! PostgreSQL 15, 17 and 18, Patroni and etcd.
+
+mod image_support;
+
+use std::process::Output;
+use std::time::{Duration, Instant};
+
+use image_support::{Container, Network, image, members, serial, wait_for};
+
+/// A cluster of `size` members on 15 in a network of its own.
+struct Cluster {
+    nodes: Vec<Container>,
+    _etcd: Container,
+    _net: Network,
+}
+
+impl Cluster {
+    fn start(subnet: u8, size: usize) -> Cluster {
+        let image = image();
+        let net = Network::create(&format!("10.89.{subnet}.0/24"));
+        let network = format!("--network={}", net.name);
+        let etcd = Container::run(
+            image,
+            "etcd",
+            &[
+                &network,
+                &format!("--ip=10.89.{subnet}.10"),
+                "--entrypoint=/usr/bin/etcd",
+            ],
+            &[
+                "--name=etcd",
+                "--data-dir=/run/etcd",
+                "--listen-client-urls=http://0.0.0.0:2379",
+                &format!("--advertise-client-urls=http://10.89.{subnet}.10:2379"),
+            ],
+        );
+        let nodes = (1..=size)
+            .map(|i| {
+                Container::run(
+                    image,
+                    &format!("node{i}"),
+                    &[
+                        &network,
+                        &format!("--ip=10.89.{subnet}.{}", 10 + i),
+                        "-e",
+                        "SCOPE=upgrade",
+                        "-e",
+                        "PGVERSION=15",
+                        "-e",
+                        &format!("ETCD3_HOSTS=10.89.{subnet}.10:2379"),
+                    ],
+                    &[],
+                )
+            })
+            .collect();
+        let cluster = Cluster {
+            nodes,
+            _etcd: etcd,
+            _net: net,
+        };
+        cluster.wait_streaming(Duration::from_secs(300));
+        cluster
+    }
+
+    /// The leader, once every other member streams from it.
+    fn wait_streaming(&self, limit: Duration) -> &Container {
+        let leader = wait_for(
+            limit,
+            "a leader and every other member streaming",
+            || {
+                let m = members(&self.nodes[0]);
+                let leader = m
+                    .iter()
+                    .find(|(_, (role, state))| role == "leader" && state == "running")?
+                    .0
+                    .clone();
+                let streaming = m
+                    .values()
+                    .filter(|(role, state)| role != "leader" && state == "streaming")
+                    .count();
+                (m.len() == self.nodes.len() && streaming == self.nodes.len() - 1).then_some(leader)
+            },
+            || self.describe(),
+        );
+        self.nodes
+            .iter()
+            .find(|n| n.name == leader)
+            .expect("the leader is ours")
+    }
+
+    fn describe(&self) -> String {
+        self.nodes
+            .iter()
+            .map(|n| format!("{}: {:?}\n{}", n.name, members(n), n.logs()))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    /// Every member's server major, as it answers.
+    fn majors(&self) -> Vec<String> {
+        self.nodes
+            .iter()
+            .map(|n| {
+                n.sql("SELECT current_setting('server_version_num')::int / 10000")
+                    .unwrap_or_else(|e| e)
+            })
+            .collect()
+    }
+
+    /// Waits until every member's copy of the data has `rows` rows.
+    fn every_member_has(&self, rows: &str) {
+        for node in &self.nodes {
+            wait_for(
+                Duration::from_secs(60),
+                &format!("{rows} rows on {}", node.name),
+                || (node.sql("SELECT count(*) FROM places").ok()? == rows).then_some(()),
+                || format!("{:?}", node.sql("SELECT count(*) FROM places")),
+            );
+        }
+    }
+}
+
+/// The operator's command on `node`: output, stderr, the last line.
+fn inplace_upgrade(node: &Container, major: u32, members: usize) -> (Output, String) {
+    let script = format!("/usr/bin/python3 /scripts/inplace_upgrade.py {members}");
+    let out = node.exec_with(
+        &["-e", &format!("PGVERSION={major}"), "-w", "/home/postgres"],
+        &["/bin/su", "postgres", "-c", &script],
+    );
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    let last = text.lines().last().unwrap_or_default().to_owned();
+    (out, last)
+}
+
+/// A refused or rolled back upgrade: the last line says why, the old
+/// major still serves writes and every replica streams again.
+fn still_on(cluster: &Cluster, leader: &Container, major: &str, rows: &mut u32) {
+    leader
+        .sql("INSERT INTO places (name, geom) VALUES ('after a refusal', ST_MakePoint(1, 2))")
+        .expect("the old major takes writes");
+    *rows += 1;
+    assert_eq!(
+        cluster.majors(),
+        vec![major.to_owned(); cluster.nodes.len()]
+    );
+    cluster.wait_streaming(Duration::from_secs(120));
+    cluster.every_member_has(&rows.to_string());
+}
+
+fn fill(leader: &Container) -> u32 {
+    for sql in [
+        "CREATE EXTENSION postgis",
+        "CREATE EXTENSION pg_repack",
+        "CREATE EXTENSION pg_stat_statements",
+        "CREATE TABLE places (id bigserial PRIMARY KEY, name text, geom geometry(Point, 4326))",
+        "INSERT INTO places (name, geom) SELECT 'p' || i, ST_SetSRID(ST_MakePoint(i % 180, i % 90), 4326) FROM generate_series(1, 100000) i",
+        "CREATE INDEX ON places USING gist (geom)",
+        "CREATE VIEW near_origin AS SELECT id FROM places WHERE ST_DWithin(geom, ST_SetSRID(ST_MakePoint(0, 0), 4326), 1)",
+        "ANALYZE places",
+    ] {
+        leader.sql(sql).unwrap_or_else(|e| panic!("{sql}: {e}"));
+    }
+    100_000
+}
+
+#[test]
+fn three_members_go_from_15_to_17_to_18() {
+    let _serial = serial();
+    let cluster = Cluster::start(78, 3);
+    let leader = cluster.wait_streaming(Duration::from_secs(60));
+    let mut rows = fill(leader);
+    cluster.every_member_has(&rows.to_string());
+
+    // Refusals: nothing changes.
+    let (out, last) = inplace_upgrade(leader, 17, 2);
+    assert!(!out.status.success());
+    assert!(
+        last.contains("not upgraded, nothing changed") && last.contains("3 members, not the 2"),
+        "{last}"
+    );
+    still_on(&cluster, leader, "15", &mut rows);
+
+    let replica = cluster
+        .nodes
+        .iter()
+        .find(|n| n.name != leader.name)
+        .expect("a replica");
+    replica
+        .sql("SELECT pg_wal_replay_pause()")
+        .expect("pause replay");
+    leader
+        .sql("CREATE TABLE ballast AS SELECT repeat('x', 1000) AS filler FROM generate_series(1, 40000)")
+        .expect("40 MB of WAL");
+    let (out, last) = inplace_upgrade(leader, 17, 3);
+    assert!(!out.status.success());
+    assert!(
+        last.contains("not upgraded, nothing changed") && last.contains(&replica.name),
+        "{last}"
+    );
+    replica
+        .sql("SELECT pg_wal_replay_resume()")
+        .expect("resume replay");
+    leader.sql("DROP TABLE ballast").expect("drop");
+    still_on(&cluster, leader, "15", &mut rows);
+
+    let control = "/usr/share/postgresql/17/extension/pg_repack.control";
+    leader.exec(&["mv", control, &format!("{control}.hidden")]);
+    let (out, last) = inplace_upgrade(leader, 17, 3);
+    leader.exec(&["mv", &format!("{control}.hidden"), control]);
+    assert!(!out.status.success());
+    assert!(last.contains("PostgreSQL 17 has no pg_repack"), "{last}");
+    still_on(&cluster, leader, "15", &mut rows);
+
+    for major in [17u32, 18] {
+        let started = Instant::now();
+        let (out, last) = inplace_upgrade(leader, major, 3);
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success() && out.stderr.is_empty(),
+            "upgrade to {major}: {stdout}{}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            cluster.describe()
+        );
+        assert!(
+            stdout.len() >= 100,
+            "the operator logs the first 100 bytes: {stdout}"
+        );
+        assert!(last.contains(&format!("to {major}: 3 members")), "{last}");
+        println!(
+            "upgrade to {major}: {last} ({:.0}s)",
+            started.elapsed().as_secs_f64()
+        );
+
+        let now_leader = cluster.wait_streaming(Duration::from_secs(120));
+        assert_eq!(
+            now_leader.name, leader.name,
+            "the primary stays the primary"
+        );
+        assert_eq!(cluster.majors(), vec![major.to_string(); 3]);
+        leader
+            .sql("INSERT INTO places (name, geom) VALUES ('after the upgrade', ST_MakePoint(3, 4))")
+            .expect("the new major takes writes");
+        rows += 1;
+        cluster.every_member_has(&rows.to_string());
+        let postgis = leader
+            .sql("SELECT postgis_full_version()")
+            .expect("postgis");
+        assert!(
+            postgis.contains(&format!("PGSQL=\"{major}0\"")),
+            "{postgis}"
+        );
+        assert!(leader.sql("SELECT count(*) FROM near_origin").is_ok());
+        assert!(
+            leader
+                .sql("SELECT count(*) > 0 FROM pg_stat_statements")
+                .is_ok()
+        );
+        let repack = leader.exec(&[
+            &format!("/usr/lib/postgresql/{major}/bin/pg_repack"),
+            "-h",
+            "/run/postgresql",
+            "-U",
+            "postgres",
+            "-d",
+            "postgres",
+            "-t",
+            "places",
+        ]);
+        assert!(
+            repack.status.success(),
+            "pg_repack on {major}: {}",
+            String::from_utf8_lossy(&repack.stderr)
+        );
+        let analyzed = leader
+            .sql("SELECT count(*) FROM pg_stats WHERE tablename = 'places'")
+            .expect("statistics");
+        assert_ne!(analyzed, "0", "statistics after the upgrade");
+        let cluster_view = leader.api("/cluster").expect("/cluster");
+        let healthy = cluster_view["members"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|m| m["state"] == "running" || m["state"] == "streaming")
+            .count();
+        assert_eq!(healthy, 3, "{cluster_view}");
+        assert!(
+            cluster_view["pause"].as_bool() != Some(true),
+            "resumed: {cluster_view}"
+        );
+        for node in &cluster.nodes {
+            let old = node.exec(&["test", "-e", "/home/postgres/pgdata/pgroot/pgdata_old"]);
+            assert!(
+                !old.status.success(),
+                "{}: the old data directory is removed",
+                node.name
+            );
+        }
+    }
+}
+
+#[test]
+fn a_failed_pg_upgrade_rolls_back_and_a_replica_that_cannot_sync_is_made_anew() {
+    let _serial = serial();
+    let cluster = Cluster::start(79, 2);
+    let leader = cluster.wait_streaming(Duration::from_secs(60));
+    let replica = cluster
+        .nodes
+        .iter()
+        .find(|n| n.name != leader.name)
+        .expect("a replica");
+    let mut rows = fill(leader);
+    // pg_upgrade --check passes; restoring the schema on 17 fails (the
+    // column moved to pg_stat_io): after the check, before any link.
+    leader
+        .sql("CREATE VIEW backend_writes AS SELECT buffers_backend FROM pg_stat_bgwriter")
+        .expect("a view 17 cannot restore");
+    let (out, last) = inplace_upgrade(leader, 17, 2);
+    assert!(!out.status.success());
+    assert!(
+        last.contains("pg_upgrade --link")
+            && last.contains("rolled back: the cluster runs PostgreSQL 15 with its data"),
+        "{last}\n{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert!(leader.api("/cluster").expect("/cluster")["pause"].as_bool() != Some(true));
+    still_on(&cluster, leader, "15", &mut rows);
+
+    leader
+        .sql("DROP VIEW backend_writes")
+        .expect("drop the view");
+    // The replica's pull fails (its report still reaches the primary):
+    // it is made anew from the primary.
+    replica.exec(&["mv", "/usr/bin/rsync", "/usr/bin/rsync.real"]);
+    replica.exec(&[
+        "sh",
+        "-c",
+        "printf '#!/bin/sh\\ncase \"$*\" in *pgroot/*) echo injected >&2; exit 23;; esac\\nexec /usr/bin/rsync.real \"$@\"\\n' > /usr/bin/rsync && chmod 755 /usr/bin/rsync",
+    ]);
+    let (out, last) = inplace_upgrade(leader, 17, 2);
+    assert!(
+        out.status.success() && out.stderr.is_empty(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        last.contains(&format!("made anew from the primary: {}", replica.name)),
+        "{last}"
+    );
+    cluster.wait_streaming(Duration::from_secs(300));
+    assert_eq!(cluster.majors(), vec!["17".to_owned(); 2]);
+    cluster.every_member_has(&rows.to_string());
+}
