@@ -20,7 +20,8 @@ struct Cluster {
 }
 
 impl Cluster {
-    fn start(subnet: u8, size: usize) -> Cluster {
+    /// `options` go to every member's `run`.
+    fn start(subnet: u8, size: usize, options: &[&str]) -> Cluster {
         let image = image();
         let net = Network::create(&format!("10.89.{subnet}.0/24"));
         let network = format!("--network={}", net.name);
@@ -41,21 +42,20 @@ impl Cluster {
         );
         let nodes = (1..=size)
             .map(|i| {
-                Container::run(
-                    image,
-                    &format!("node{i}"),
-                    &[
-                        &network,
-                        &format!("--ip=10.89.{subnet}.{}", 10 + i),
-                        "-e",
-                        "SCOPE=upgrade",
-                        "-e",
-                        "PGVERSION=15",
-                        "-e",
-                        &format!("ETCD3_HOSTS=10.89.{subnet}.10:2379"),
-                    ],
-                    &[],
-                )
+                let ip = format!("--ip=10.89.{subnet}.{}", 10 + i);
+                let etcd = format!("ETCD3_HOSTS=10.89.{subnet}.10:2379");
+                let mut all = vec![
+                    &network,
+                    &ip,
+                    "-e",
+                    "SCOPE=upgrade",
+                    "-e",
+                    "PGVERSION=15",
+                    "-e",
+                    &etcd,
+                ];
+                all.extend_from_slice(options);
+                Container::run(image, &format!("node{i}"), &all, &[])
             })
             .collect();
         let cluster = Cluster {
@@ -172,7 +172,7 @@ fn fill(leader: &Container) -> u32 {
 #[test]
 fn three_members_go_from_15_to_17_to_18() {
     let _serial = serial();
-    let cluster = Cluster::start(78, 3);
+    let cluster = Cluster::start(90, 3, &[]);
     let leader = cluster.wait_streaming(Duration::from_secs(60));
     let mut rows = fill(leader);
     cluster.every_member_has(&rows.to_string());
@@ -307,7 +307,15 @@ fn three_members_go_from_15_to_17_to_18() {
 #[test]
 fn a_failed_pg_upgrade_rolls_back_and_a_replica_that_cannot_sync_is_made_anew() {
     let _serial = serial();
-    let cluster = Cluster::start(79, 2);
+    // Backups on: the upgrade ends with a full backup of the new major.
+    let repository = tempfile::tempdir().expect("a repository");
+    std::fs::set_permissions(
+        repository.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o1777),
+    )
+    .expect("chmod");
+    let volume = format!("{}:/backups", repository.path().display());
+    let cluster = Cluster::start(91, 2, &["-v", &volume, "-e", "WAL_LOCAL_PATH=/backups"]);
     let leader = cluster.wait_streaming(Duration::from_secs(60));
     let replica = cluster
         .nodes
@@ -356,4 +364,111 @@ fn a_failed_pg_upgrade_rolls_back_and_a_replica_that_cannot_sync_is_made_anew() 
     cluster.wait_streaming(Duration::from_secs(300));
     assert_eq!(cluster.majors(), vec!["17".to_owned(); 2]);
     cluster.every_member_has(&rows.to_string());
+
+    let list = leader.exec(&["spilo", "backup", "list", "--json"]);
+    let info: serde_json::Value = serde_json::from_slice(&list.stdout).expect("pgbackrest info");
+    let stanza = &info[0];
+    let db17 = stanza["db"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|db| db["version"] == "17")
+        .unwrap_or_else(|| panic!("the stanza knows PostgreSQL 17: {info}"));
+    let last = stanza["backup"]
+        .as_array()
+        .and_then(|b| b.last())
+        .expect("backups");
+    assert_eq!(last["type"], "full", "{info}");
+    assert_eq!(
+        last["database"]["id"], db17["id"],
+        "the last backup is of 17: {info}"
+    );
+}
+
+/// A writer inside the container: one INSERT every 50 ms for `seconds`,
+/// reconnecting after errors; prints the longest time without a
+/// committed write, in seconds.
+const WRITER: &str = r#"
+import sys, time, psycopg2
+end = time.time() + float(sys.argv[1])
+last_ok = time.time()
+longest = 0.0
+conn = None
+while time.time() < end:
+    try:
+        if conn is None:
+            conn = psycopg2.connect(host='/run/postgresql', user='postgres', dbname='postgres', connect_timeout=2)
+            conn.autocommit = True
+        conn.cursor().execute('INSERT INTO writes DEFAULT VALUES')
+        now = time.time()
+        longest = max(longest, now - last_ok)
+        last_ok = now
+    except Exception:
+        conn = None
+    time.sleep(0.05)
+print(f'{longest:.1f}')
+"#;
+
+/// Prints how long the primary refuses writes while it is upgraded from
+/// 15 to 17, for two database sizes (README.md, "Major upgrades").
+#[test]
+fn writes_refused_during_an_upgrade_by_database_size() {
+    let _serial = serial();
+    for (scale, subnet) in [(10u32, 92u8), (150, 93)] {
+        let cluster = Cluster::start(subnet, 1, &[]);
+        let leader = &cluster.nodes[0];
+        let init = leader.exec(&[
+            "/usr/lib/postgresql/15/bin/pgbench",
+            "-i",
+            "-q",
+            "-s",
+            &scale.to_string(),
+            "-h",
+            "/run/postgresql",
+            "-U",
+            "postgres",
+            "postgres",
+        ]);
+        assert!(
+            init.status.success(),
+            "{}",
+            String::from_utf8_lossy(&init.stderr)
+        );
+        leader
+            .sql("CREATE TABLE writes (at timestamptz DEFAULT now())")
+            .expect("writes");
+        let size = leader
+            .sql("SELECT pg_size_pretty(pg_database_size('postgres'))")
+            .expect("size");
+        let writer = leader.exec_with(
+            &["-d", "-u", "postgres"],
+            &[
+                "sh",
+                "-c",
+                "python3 -c \"$0\" 240 > /tmp/longest 2>&1",
+                WRITER,
+            ],
+        );
+        assert!(writer.status.success());
+        std::thread::sleep(Duration::from_secs(3));
+        let (out, last) = inplace_upgrade(leader, 17, 1);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        let longest = wait_for(
+            Duration::from_secs(300),
+            "the writer's figure",
+            || {
+                let text = leader.exec(&["cat", "/tmp/longest"]);
+                let text = String::from_utf8_lossy(&text.stdout).trim().to_owned();
+                (!text.is_empty()).then_some(text)
+            },
+            || leader.logs(),
+        );
+        println!(
+            "figure: upgrade 15 -> 17 of a {size} database (pgbench scale {scale}): writes refused for {longest}s as a client sees it; {last}"
+        );
+    }
 }

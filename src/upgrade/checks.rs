@@ -201,6 +201,7 @@ pub(crate) fn run(
         .initdb(&settings)
         .and_then(|()| upgrade.check(member.port, &member.socket_dir));
     if let Err(e) = checked {
+        upgrade.keep_logs();
         remove_dir(&upgrade.new_data)?;
         return Err(refused(e.to_string()));
     }

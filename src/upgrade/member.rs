@@ -134,9 +134,25 @@ impl Member {
         parent.join(format!("{name}_{suffix}"))
     }
 
-    /// Points Patroni at `bin_dir`: shared_preload_libraries keeps what
-    /// the new major ships (`lib_dir`). Written in place, atomically.
-    pub(crate) fn retarget(&mut self, bin_dir: &Path, lib_dir: &Path) -> Result<(), UpgradeError> {
+    /// Points Patroni at the new major: bin_dir, the replica methods'
+    /// `--major` and `--bin-dir` (every string naming the old tree), and
+    /// shared_preload_libraries keeps what the new major ships
+    /// (`lib_dir`). Written in place, atomically.
+    pub(crate) fn retarget(
+        &mut self,
+        (old_major, new_major): (u32, u32),
+        bin_dir: &Path,
+        lib_dir: &Path,
+    ) -> Result<(), UpgradeError> {
+        let old_bin = self.bin_dir.display().to_string();
+        let new_bin = bin_dir.display().to_string();
+        let (old_flag, new_flag) = (
+            format!("--major {old_major} "),
+            format!("--major {new_major} "),
+        );
+        replace_strings(&mut self.document, &|s| {
+            s.replace(&old_bin, &new_bin).replace(&old_flag, &new_flag)
+        });
         let postgresql = self
             .document
             .get_mut("postgresql")
@@ -145,7 +161,7 @@ impl Member {
                 file: self.file.clone(),
                 reason: "no postgresql section".into(),
             })?;
-        postgresql.insert("bin_dir".into(), bin_dir.display().to_string().into());
+        postgresql.insert("bin_dir".into(), new_bin.into());
         if let Some(Value::String(libraries)) = postgresql
             .get_mut("parameters")
             .and_then(|p| p.get_mut("shared_preload_libraries"))
@@ -173,6 +189,16 @@ impl Member {
     }
 }
 
+/// Every string of a document, through `change`.
+fn replace_strings(value: &mut Value, change: &dyn Fn(&str) -> String) {
+    match value {
+        Value::String(s) => *s = change(s),
+        Value::Sequence(items) => items.iter_mut().for_each(|v| replace_strings(v, change)),
+        Value::Mapping(map) => map.values_mut().for_each(|v| replace_strings(v, change)),
+        _ => {}
+    }
+}
+
 /// The libraries of a shared_preload_libraries list that `lib_dir` has.
 fn kept_libraries(list: &str, lib_dir: &Path) -> String {
     list.split(',')
@@ -196,6 +222,8 @@ postgresql:
   listen: "*:5433"
   data_dir: /home/postgres/pgdata/pgroot/pgdata
   bin_dir: /usr/lib/postgresql/15/bin
+  basebackup_fast_xlog:
+    command: "/usr/local/bin/spilo basebackup --major 15 --bin-dir '/usr/lib/postgresql/15/bin'"
   authentication:
     superuser: {username: postgres, password: secret}
     replication: {username: standby, password: other}
@@ -221,7 +249,7 @@ postgresql:
         std::fs::create_dir(&lib).unwrap();
         std::fs::write(lib.join("pg_stat_statements.so"), "").unwrap();
         member
-            .retarget(Path::new("/usr/lib/postgresql/17/bin"), &lib)
+            .retarget((15, 17), Path::new("/usr/lib/postgresql/17/bin"), &lib)
             .unwrap();
         let again = Member::read(&path).unwrap();
         assert_eq!(again.bin_dir, Path::new("/usr/lib/postgresql/17/bin"));

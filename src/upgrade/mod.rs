@@ -180,7 +180,7 @@ impl Upgrader {
             old_dir.display()
         );
         self.member
-            .retarget(&new_bin, &lib_dir)
+            .retarget((old, new), &new_bin, &lib_dir)
             .map_err(|e| failed(e, &left))?;
         let spec = backup::read_spec(&backup::default_spec_path()).ok();
         if let Some(spec) = &spec {
@@ -313,6 +313,7 @@ impl Upgrader {
             if disabled.exists() && !control.exists() {
                 rename(&disabled, &control)?;
             }
+            self.plan.upgrade.keep_logs();
             remove_dir(&self.plan.upgrade.new_data)?;
             self.start_postgres()?;
             self.pause(false)

@@ -15,6 +15,9 @@ use super::UpgradeError;
 use super::sql::{Psql, last_line};
 use crate::files::IoError;
 
+/// pg_upgrade's log directory (in the new data directory).
+const LOGS: &str = "pg_upgrade_output.d";
+
 /// How initdb made the old cluster, as the new one must be.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Settings {
@@ -150,6 +153,19 @@ impl Upgrade {
         self.run(&["--link".into()])
     }
 
+    /// Where a failed run's logs are kept: the new data directory they
+    /// are written to is removed.
+    fn kept_logs(&self) -> PathBuf {
+        self.work_dir.join(LOGS)
+    }
+
+    /// Moves pg_upgrade's logs out of the new data directory.
+    pub(crate) fn keep_logs(&self) {
+        let kept = self.kept_logs();
+        let _ = std::fs::remove_dir_all(&kept);
+        let _ = std::fs::rename(self.new_data.join(LOGS), &kept);
+    }
+
     fn run(&self, extra: &[String]) -> Result<(), UpgradeError> {
         let program = self.new_bin.join("pg_upgrade");
         let out = Command::new(&program)
@@ -197,7 +213,7 @@ impl Upgrade {
                 "pg_upgrade{}",
                 extra.first().map(|a| format!(" {a}")).unwrap_or_default()
             ),
-            reason: format!("{reason} (logs under {})", self.work_dir.display()),
+            reason: format!("{reason} (logs: {})", self.kept_logs().display()),
         })
     }
 }

@@ -115,6 +115,7 @@ fn work(options: &Options) -> Result<(), UpgradeError> {
         std::thread::sleep(Duration::from_millis(200));
     }
     let mut member = Member::read(&options.config)?;
+    let old_major = data_major(&member.data_dir)?;
     say(&format!(
         "{}: stopping PostgreSQL to follow the primary onto {}",
         member.name, options.major
@@ -132,7 +133,7 @@ fn work(options: &Options) -> Result<(), UpgradeError> {
             format!("re-created from the primary ({reason})")
         }
     };
-    member.retarget(&options.bin_dir, &lib_dir)?;
+    member.retarget((old_major, options.major), &options.bin_dir, &lib_dir)?;
     let reported = feedback(options, &member, &report);
     super::restart::patroni(&member.file)?;
     remove_dir(&member.sibling("old"))?;
