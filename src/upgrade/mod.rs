@@ -74,11 +74,16 @@ pub struct Options {
     pub pgversion: Option<String>,
 }
 
-/// `$RW_DIR/postgres.yml` (RW_DIR default /run), where `init` puts it.
+/// `$RW_DIR/postgres.yml`, where `init` puts it.
 pub fn default_config_path() -> PathBuf {
+    rw_dir().join("postgres.yml")
+}
+
+/// RW_DIR from the environment (default /run).
+fn rw_dir() -> PathBuf {
     match std::env::var_os("RW_DIR") {
-        Some(dir) if !dir.is_empty() => Path::new(&dir).join("postgres.yml"),
-        _ => PathBuf::from("/run/postgres.yml"),
+        Some(dir) if !dir.is_empty() => PathBuf::from(dir),
+        _ => PathBuf::from("/run"),
     }
 }
 
@@ -258,7 +263,8 @@ impl Upgrader {
                 })
                 .collect();
             let (parent, _) = member.data_parent();
-            let dir = parent.join(".spilo-upgrade-rsyncd");
+            // Outside the directory it serves.
+            let dir = rw_dir().join("spilo-upgrade-rsyncd");
             rsyncd = Some(
                 Rsyncd::start(
                     &dir,

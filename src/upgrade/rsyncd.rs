@@ -53,8 +53,9 @@ impl Rsyncd {
             hosts.join(","),
         );
         let text = format!(
-            "port = {port}\nuse chroot = false\npid file = {}\n\n[{MODULE}]\npath = {}\nread only = true\n{common}\n[{FEEDBACK}]\npath = {}\nread only = false\n{common}",
+            "port = {port}\nuse chroot = false\npid file = {}\nlog file = {}\n\n[{MODULE}]\npath = {}\nread only = true\n{common}\n[{FEEDBACK}]\npath = {}\nread only = false\n{common}",
             dir.join("rsyncd.pid").display(),
+            dir.join("rsyncd.log").display(),
             pgroot.display(),
             feedback.display(),
         );
@@ -64,7 +65,10 @@ impl Rsyncd {
         let child = Command::new("rsync")
             .args(["--daemon", "--no-detach"])
             .arg(format!("--config={}", config.display()))
+            // Its log is a file: the operator counts any stderr as failure.
             .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
             .spawn()
             .map_err(|source| UpgradeError::Spawn {
                 program: "rsync".into(),
