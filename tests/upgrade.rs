@@ -157,7 +157,7 @@ fn fill(leader: &Container) -> u32 {
     for sql in [
         "CREATE EXTENSION postgis",
         "CREATE EXTENSION pg_repack",
-        "CREATE EXTENSION pg_stat_statements",
+        "CREATE EXTENSION IF NOT EXISTS pg_stat_statements",
         "CREATE TABLE places (id bigserial PRIMARY KEY, name text, geom geometry(Point, 4326))",
         "INSERT INTO places (name, geom) SELECT 'p' || i, ST_SetSRID(ST_MakePoint(i % 180, i % 90), 4326) FROM generate_series(1, 100000) i",
         "CREATE INDEX ON places USING gist (geom)",

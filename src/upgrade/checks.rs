@@ -26,6 +26,8 @@ pub(crate) struct Plan {
     /// This member's address, which the replicas pull from.
     pub(crate) host: String,
     pub(crate) system_identifier: String,
+    /// (database, extension) dropped and created again after.
+    pub(crate) recreated: Vec<(String, String)>,
     pub(crate) upgrade: Upgrade,
 }
 
@@ -179,7 +181,7 @@ pub(crate) fn run(
             "{tablespaces} tablespaces besides the default: spilo upgrade moves one data directory"
         )));
     }
-    missing_extensions(&local, new_bin, new_major)?;
+    let recreated = check_extensions(&local, new_bin, new_major)?;
     let system_identifier = local.value("SELECT system_identifier FROM pg_control_system()")?;
     let settings = Settings::of(&local, old_major)?;
     let (parent, _) = member.data_parent();
@@ -212,6 +214,7 @@ pub(crate) fn run(
         replicas,
         host,
         system_identifier,
+        recreated,
         upgrade,
     })
 }
@@ -235,11 +238,33 @@ fn replay_lag(psql: &Psql) -> Result<u64, UpgradeError> {
     Ok(value.parse::<i64>().map_or(0, |v| v.max(0) as u64))
 }
 
+/// Extensions that hold no data and ship no update scripts: when the
+/// target has another version, they are dropped and created again after
+/// the upgrade (pg_upgrade carries their old version into the catalog,
+/// which the new library refuses).
+const RECREATED: [&str; 1] = ["pg_repack"];
+
+/// How the target has an installed extension.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Availability {
+    /// At its version, or with an update script from it.
+    Updatable,
+    /// Only at another version, and the extension is one of `RECREATED`.
+    Recreated,
+    Missing,
+}
+
 /// Every extension of every database must exist for the target at its
-/// version or with an update path from it.
-fn missing_extensions(local: &Psql, new_bin: &Path, new_major: u32) -> Result<(), UpgradeError> {
+/// version, with an update path from it, or be one that is re-created;
+/// the (database, extension) pairs to re-create.
+fn check_extensions(
+    local: &Psql,
+    new_bin: &Path,
+    new_major: u32,
+) -> Result<Vec<(String, String)>, UpgradeError> {
     let share = sharedir(new_bin)?.join("extension");
     let mut missing = Vec::new();
+    let mut recreated = Vec::new();
     for row in local.rows("SELECT datname FROM pg_database WHERE datallowconn ORDER BY 1")? {
         let Some(database) = row.first() else {
             continue;
@@ -251,13 +276,17 @@ fn missing_extensions(local: &Psql, new_bin: &Path, new_major: u32) -> Result<()
             let [name, version] = ext.as_slice() else {
                 continue;
             };
-            if !extension_available(&share, name, version) {
-                missing.push(format!("{name} {version} (database {database})"));
+            match availability(&share, name, version) {
+                Availability::Updatable => {}
+                Availability::Recreated => recreated.push((database.clone(), name.clone())),
+                Availability::Missing => {
+                    missing.push(format!("{name} {version} (database {database})"))
+                }
             }
         }
     }
     if missing.is_empty() {
-        return Ok(());
+        return Ok(recreated);
     }
     Err(UpgradeError::Refused(format!(
         "PostgreSQL {new_major} has no {}",
@@ -266,20 +295,26 @@ fn missing_extensions(local: &Psql, new_bin: &Path, new_major: u32) -> Result<()
 }
 
 /// Whether `share` (a major's extension directory) has `name` at
-/// `version`, or a script that updates from it.
-pub(crate) fn extension_available(share: &Path, name: &str, version: &str) -> bool {
+/// `version`, a script that updates from it, or another version of one
+/// that is re-created.
+pub(crate) fn availability(share: &Path, name: &str, version: &str) -> Availability {
     if !share.join(format!("{name}.control")).exists() {
-        return false;
+        return Availability::Missing;
     }
     let exact = format!("{name}--{version}.sql");
     let update = format!("{name}--{version}--");
-    std::fs::read_dir(share).is_ok_and(|entries| {
+    let updatable = std::fs::read_dir(share).is_ok_and(|entries| {
         entries.filter_map(Result::ok).any(|e| {
             let file = e.file_name();
             let file = file.to_string_lossy();
             file == exact || (file.starts_with(&update) && file.ends_with(".sql"))
         })
-    })
+    });
+    match updatable {
+        true => Availability::Updatable,
+        false if RECREATED.contains(&name) => Availability::Recreated,
+        false => Availability::Missing,
+    }
 }
 
 /// `pg_config --sharedir` of a major.
@@ -315,7 +350,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn an_extension_needs_its_version_or_an_update_from_it() {
+    fn an_extension_needs_its_version_an_update_from_it_or_to_be_made_again() {
         let dir = tempfile::tempdir().unwrap();
         let share = dir.path();
         for file in [
@@ -325,13 +360,23 @@ mod tests {
             "b--2.0.sql",
             "b--1.0--2.0.sql",
             "c--1.0.sql",
+            "pg_repack.control",
+            "pg_repack--1.5.3.sql",
         ] {
             std::fs::write(share.join(file), "").unwrap();
         }
-        assert!(extension_available(share, "a", "1.0"));
-        assert!(!extension_available(share, "a", "0.9"));
-        assert!(extension_available(share, "b", "1.0"));
-        assert!(!extension_available(share, "c", "1.0"), "no control file");
+        assert_eq!(availability(share, "a", "1.0"), Availability::Updatable);
+        assert_eq!(availability(share, "a", "0.9"), Availability::Missing);
+        assert_eq!(availability(share, "b", "1.0"), Availability::Updatable);
+        assert_eq!(
+            availability(share, "c", "1.0"),
+            Availability::Missing,
+            "no control file"
+        );
+        assert_eq!(
+            availability(share, "pg_repack", "1.4.8"),
+            Availability::Recreated
+        );
     }
 
     #[test]

@@ -527,7 +527,8 @@ impl Upgrader {
         })
     }
 
-    /// ALTER EXTENSION ... UPDATE everywhere; failures are reported.
+    /// ALTER EXTENSION ... UPDATE everywhere, or DROP and CREATE for the
+    /// ones the checks found re-created; failures are reported.
     fn update_extensions(&self) -> Result<(), UpgradeError> {
         let local = self.local();
         for row in local.rows("SELECT datname FROM pg_database WHERE datallowconn ORDER BY 1")? {
@@ -537,8 +538,21 @@ impl Upgrader {
             let db = local.database(database);
             for ext in db.rows("SELECT extname FROM pg_extension ORDER BY 1")? {
                 let Some(name) = ext.first() else { continue };
-                let script = "SELECT format('ALTER EXTENSION %I UPDATE', :'name') \\gexec\n";
+                let again = self
+                    .plan
+                    .recreated
+                    .iter()
+                    .any(|(d, e)| d == database && e == name);
+                let script = if again {
+                    "SELECT format('DROP EXTENSION %I', :'name') \\gexec\nSELECT format('CREATE EXTENSION %I', :'name') \\gexec\n"
+                } else {
+                    "SELECT format('ALTER EXTENSION %I UPDATE', :'name') \\gexec\n"
+                };
                 match db.script(script, &[("name", name)]) {
+                    Ok(_) if again => say(&format!(
+                        "extension {name} in database {database} made again at PostgreSQL {}'s version",
+                        self.plan.new_major
+                    )),
                     Ok(_) => {}
                     Err(e) => say(&format!(
                         "warning: extension {name} in database {database}: {e}"
