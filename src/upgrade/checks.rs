@@ -192,6 +192,7 @@ pub(crate) fn run(
         old_data: member.data_dir.clone(),
         new_data: member.sibling("new"),
         superuser: member.superuser.username.clone(),
+        new_preload: member.preload_for(&super::replica::lib_dir_of(new_bin)),
         work_dir: parent.to_owned(),
         jobs: std::thread::available_parallelism().map_or(1, usize::from),
     };

@@ -189,6 +189,20 @@ impl Member {
     }
 }
 
+impl Member {
+    /// shared_preload_libraries as the new major can load it.
+    pub(crate) fn preload_for(&self, lib_dir: &Path) -> String {
+        let current = self
+            .document
+            .get("postgresql")
+            .and_then(|p| p.get("parameters"))
+            .and_then(|p| p.get("shared_preload_libraries"))
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        kept_libraries(current, lib_dir)
+    }
+}
+
 /// Every string of a document, through `change`.
 fn replace_strings(value: &mut Value, change: &dyn Fn(&str) -> String) {
     match value {

@@ -107,6 +107,9 @@ pub(crate) struct Upgrade {
     pub(crate) old_data: PathBuf,
     pub(crate) new_data: PathBuf,
     pub(crate) superuser: String,
+    /// shared_preload_libraries for the new server: a library that can
+    /// only be preloaded (pg_stat_kcache) is checked as loadable only so.
+    pub(crate) new_preload: String,
     /// Where pg_upgrade runs and leaves its logs (it writes to its cwd).
     pub(crate) work_dir: PathBuf,
     pub(crate) jobs: usize,
@@ -180,10 +183,11 @@ impl Upgrade {
             .arg(format!("--username={}", self.superuser))
             .arg(format!("--jobs={}", self.jobs))
             // WAL the old server writes under pg_upgrade is not archived.
-            .args([
-                "--old-options=-c archive_mode=off",
-                "--new-options=-c archive_mode=off",
-            ])
+            .arg("--old-options=-c archive_mode=off")
+            .arg(format!(
+                "--new-options=-c archive_mode=off -c shared_preload_libraries={}",
+                self.new_preload
+            ))
             .args(extra)
             .current_dir(&self.work_dir)
             .output()
@@ -194,20 +198,7 @@ impl Upgrade {
         if out.status.success() {
             return Ok(());
         }
-        // pg_upgrade prints its reason on stdout, before the last line
-        // ("Failure, exiting").
-        let text = String::from_utf8_lossy(&out.stdout);
-        let reason = text
-            .lines()
-            .map(str::trim)
-            .filter(|l| !l.is_empty() && *l != "Failure, exiting" && !l.starts_with('*'))
-            .rev()
-            .take(3)
-            .collect::<Vec<_>>()
-            .into_iter()
-            .rev()
-            .collect::<Vec<_>>()
-            .join(" / ");
+        let reason = failure(&String::from_utf8_lossy(&out.stdout));
         Err(UpgradeError::Step {
             what: format!(
                 "pg_upgrade{}",
@@ -215,6 +206,44 @@ impl Upgrade {
             ),
             reason: format!("{reason} (logs: {})", self.kept_logs().display()),
         })
+    }
+}
+
+/// The reason in pg_upgrade's output: the check that failed and the first
+/// lines of the file it names (what to fix), else its last lines.
+fn failure(stdout: &str) -> String {
+    let lines: Vec<&str> = stdout
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    let check = lines
+        .iter()
+        .find_map(|l| l.strip_suffix("fatal"))
+        .map(|l| l.trim().to_owned());
+    let listed = lines
+        .iter()
+        .find(|l| l.starts_with('/') && l.ends_with(".txt"))
+        .and_then(|file| std::fs::read_to_string(file).ok())
+        .map(|text| {
+            text.lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty())
+                .take(3)
+                .collect::<Vec<_>>()
+                .join(" / ")
+        });
+    match (check, listed) {
+        (Some(check), Some(listed)) => format!("{check}: {listed}"),
+        (Some(check), None) => check,
+        _ => {
+            let kept: Vec<&str> = lines
+                .iter()
+                .copied()
+                .filter(|l| *l != "Failure, exiting" && !l.starts_with('*'))
+                .collect();
+            kept[kept.len().saturating_sub(3)..].join(" / ")
+        }
     }
 }
 
@@ -298,6 +327,26 @@ mod tests {
             checksums: false,
             wal_segment_mb: 16,
         }
+    }
+
+    #[test]
+    fn the_reason_is_the_failed_check_and_what_it_lists() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("loadable_libraries.txt");
+        std::fs::write(
+            &file,
+            "could not load library \"$libdir/x\": ERROR:  no\nIn database: postgres\n",
+        )
+        .unwrap();
+        let out = format!(
+            "Checking for presence of required libraries                   fatal\n\nYour installation references\nproblem libraries is in the file:\n    {}\n\nFailure, exiting\n",
+            file.display()
+        );
+        assert_eq!(
+            failure(&out),
+            "Checking for presence of required libraries: could not load library \"$libdir/x\": ERROR:  no / In database: postgres"
+        );
+        assert_eq!(failure("a\nb\nFailure, exiting\n"), "a / b");
     }
 
     #[test]
