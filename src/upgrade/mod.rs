@@ -215,9 +215,14 @@ impl Upgrader {
         }
         remove_dir(&old_dir)?;
         let mut summary = format!(
-            "upgraded cluster {} from PostgreSQL {old} to {new}: {} members, writes refused for {:.1}s, {:.0}s in all",
+            "upgraded cluster {} from PostgreSQL {old} to {new}: {} member{}, writes refused for {:.1}s, {:.0}s in all",
             self.member.scope,
             self.plan.replicas.len() + 1,
+            if self.plan.replicas.is_empty() {
+                ""
+            } else {
+                "s"
+            },
             refused_writes.as_secs_f64(),
             self.started.elapsed().as_secs_f64()
         );
@@ -509,6 +514,9 @@ impl Upgrader {
     fn wait_members(&self, recreated: &[String]) -> Result<(), UpgradeError> {
         let limit = if recreated.is_empty() { 300 } else { 1800 };
         let expected = self.plan.replicas.len();
+        if expected == 0 {
+            return Ok(());
+        }
         say(&format!("waiting for {expected} replicas to stream"));
         wait(Duration::from_secs(limit), || {
             let cluster = self.api.get(&format!("{}/cluster", self.member.api)).ok()?;
@@ -527,8 +535,10 @@ impl Upgrader {
         })
     }
 
-    /// ALTER EXTENSION ... UPDATE everywhere, or DROP and CREATE for the
-    /// ones the checks found re-created; failures are reported.
+    /// ALTER EXTENSION ... UPDATE everywhere (twice for those that wait
+    /// for another's update), or DROP and CREATE for the ones the checks
+    /// found re-created; then the database helpers made again. Failures
+    /// are reported, not fatal: the cluster runs the new major already.
     fn update_extensions(&self) -> Result<(), UpgradeError> {
         let local = self.local();
         for row in local.rows("SELECT datname FROM pg_database WHERE datallowconn ORDER BY 1")? {
@@ -536,31 +546,47 @@ impl Upgrader {
                 continue;
             };
             let db = local.database(database);
-            for ext in db.rows("SELECT extname FROM pg_extension ORDER BY 1")? {
-                let Some(name) = ext.first() else { continue };
-                let again = self
-                    .plan
-                    .recreated
-                    .iter()
-                    .any(|(d, e)| d == database && e == name);
-                let script = if again {
-                    "SELECT format('DROP EXTENSION %I', :'name') \\gexec\nSELECT format('CREATE EXTENSION %I', :'name') \\gexec\n"
-                } else {
-                    "SELECT format('ALTER EXTENSION %I UPDATE', :'name') \\gexec\n"
-                };
-                match db.script(script, &[("name", name)]) {
-                    Ok(_) if again => say(&format!(
-                        "extension {name} in database {database} made again at PostgreSQL {}'s version",
-                        self.plan.new_major
-                    )),
-                    Ok(_) => {}
-                    Err(e) => say(&format!(
-                        "warning: extension {name} in database {database}: {e}"
-                    )),
-                }
+            // The helper's row type is pg_stat_statements' view, which
+            // its update replaces; the hooks below make it again.
+            if let Err(e) = db
+                .value("DROP FUNCTION IF EXISTS metric_helpers.pg_stat_statements(boolean) CASCADE")
+            {
+                say(&format!("warning: database {database}: {e}"));
+            }
+            let mut pending: Vec<String> = db
+                .rows("SELECT extname FROM pg_extension ORDER BY 1")?
+                .into_iter()
+                .filter_map(|row| row.into_iter().next())
+                .collect();
+            for last_try in [false, true] {
+                pending.retain(|name| {
+                    let again = self.plan.recreated.iter().any(|(d, e)| d == database && e == name);
+                    let script = if again {
+                        "SELECT format('DROP EXTENSION %I', :'name') \\gexec\nSELECT format('CREATE EXTENSION %I', :'name') \\gexec\n"
+                    } else {
+                        "SELECT format('ALTER EXTENSION %I UPDATE', :'name') \\gexec\n"
+                    };
+                    match db.script(script, &[("name", name)]) {
+                        Ok(_) if again => {
+                            say(&format!("extension {name} in database {database} made again at PostgreSQL {}'s version", self.plan.new_major));
+                            false
+                        }
+                        Ok(_) => false,
+                        Err(e) if last_try => {
+                            say(&format!("warning: extension {name} in database {database}: {e}"));
+                            true
+                        }
+                        Err(_) => true,
+                    }
+                });
             }
         }
-        say("extensions updated");
+        let helpers = crate::init::hooks::read_spec(&rw_dir().join("hooks.json"))
+            .and_then(|spec| crate::init::hooks::reapply(&spec));
+        match helpers {
+            Ok(()) => say("extensions updated, database helpers made again"),
+            Err(e) => say(&format!("warning: the database helpers: {e}")),
+        }
         Ok(())
     }
 

@@ -146,6 +146,13 @@ pub fn post_init(spec: &Spec, connection: &str) -> Result<(), HookError> {
     plan::apply(&psql, &Facts::read(&psql)?)
 }
 
+/// What `post_init` makes, made again over the socket: after a major
+/// upgrade, which drops the helpers an extension's update replaces.
+pub fn reapply(spec: &Spec) -> Result<(), HookError> {
+    let psql = Psql::socket(spec);
+    plan::apply(&psql, &Facts::read(&psql)?)
+}
+
 /// `on_role_change ACTION ROLE SCOPE`: on promotion the same as
 /// `post_init` (a primary restored from a backup, or someone, may have
 /// changed what it made), then the analyze. Other roles have nothing to do.
