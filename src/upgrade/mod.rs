@@ -320,6 +320,16 @@ impl Upgrader {
         let control = self.member.data_dir.join("global/pg_control");
         let disabled = self.member.data_dir.join("global/pg_control.old");
         let restored = (|| -> Result<(), UpgradeError> {
+            // A server pg_upgrade left running (it was killed).
+            let upgrade = &self.plan.upgrade;
+            for (bin, dir) in [
+                (&upgrade.new_bin, &upgrade.new_data),
+                (&upgrade.old_bin, &upgrade.old_data),
+            ] {
+                if dir.join("postmaster.pid").exists() {
+                    let _ = stop(bin, dir);
+                }
+            }
             // Link mode disables the old cluster this way once it links.
             if disabled.exists() && !control.exists() {
                 rename(&disabled, &control)?;
@@ -535,10 +545,11 @@ impl Upgrader {
         })
     }
 
-    /// ALTER EXTENSION ... UPDATE everywhere (twice for those that wait
-    /// for another's update), or DROP and CREATE for the ones the checks
-    /// found re-created; then the database helpers made again. Failures
-    /// are reported, not fatal: the cluster runs the new major already.
+    /// ALTER EXTENSION ... UPDATE everywhere. The ones the checks found
+    /// re-created, and those whose updates trip over each other
+    /// (`REMADE`), are dropped and created again in their schema; then the
+    /// database helpers are made again. Failures are reported, not fatal:
+    /// the cluster runs the new major already.
     fn update_extensions(&self) -> Result<(), UpgradeError> {
         let local = self.local();
         for row in local.rows("SELECT datname FROM pg_database WHERE datallowconn ORDER BY 1")? {
@@ -553,32 +564,69 @@ impl Upgrader {
             {
                 say(&format!("warning: database {database}: {e}"));
             }
-            let mut pending: Vec<String> = db
-                .rows("SELECT extname FROM pg_extension ORDER BY 1")?
+            let extensions: Vec<(String, String)> = db
+                .rows("SELECT extname, extnamespace::regnamespace FROM pg_extension ORDER BY 1")?
                 .into_iter()
-                .filter_map(|row| row.into_iter().next())
+                .filter_map(|row| Some((row.first()?.clone(), row.get(1)?.clone())))
                 .collect();
-            for last_try in [false, true] {
-                pending.retain(|name| {
-                    let again = self.plan.recreated.iter().any(|(d, e)| d == database && e == name);
-                    let script = if again {
-                        "SELECT format('DROP EXTENSION %I', :'name') \\gexec\nSELECT format('CREATE EXTENSION %I', :'name') \\gexec\n"
-                    } else {
-                        "SELECT format('ALTER EXTENSION %I UPDATE', :'name') \\gexec\n"
-                    };
-                    match db.script(script, &[("name", name)]) {
-                        Ok(_) if again => {
-                            say(&format!("extension {name} in database {database} made again at PostgreSQL {}'s version", self.plan.new_major));
-                            false
-                        }
-                        Ok(_) => false,
-                        Err(e) if last_try => {
-                            say(&format!("warning: extension {name} in database {database}: {e}"));
-                            true
-                        }
-                        Err(_) => true,
-                    }
-                });
+            let recreated = |name: &str| {
+                self.plan
+                    .recreated
+                    .iter()
+                    .any(|(d, e)| d == database && e == name)
+            };
+            let updatable: Vec<&(String, String)> = extensions
+                .iter()
+                .filter(|(name, _)| !recreated(name))
+                .collect();
+            let stuck = retried(&updatable, |(name, _)| {
+                db.script(
+                    "SELECT format('ALTER EXTENSION %I UPDATE', :'name') \\gexec\n",
+                    &[("name", name)],
+                )
+            });
+            let mut remade: Vec<&(String, String)> = extensions
+                .iter()
+                .filter(|(name, _)| recreated(name))
+                .collect();
+            for (ext, e) in stuck {
+                if REMADE.contains(&ext.0.as_str()) {
+                    remade.push(ext);
+                } else {
+                    say(&format!(
+                        "warning: extension {} in database {database}: {e}",
+                        ext.0
+                    ));
+                }
+            }
+            let not_dropped = retried(&remade, |(name, _)| {
+                db.script(
+                    "SELECT format('DROP EXTENSION %I', :'name') \\gexec\n",
+                    &[("name", name)],
+                )
+            });
+            for ((name, _), e) in &not_dropped {
+                say(&format!(
+                    "warning: extension {name} in database {database}: {e}"
+                ));
+            }
+            remade.retain(|ext| !not_dropped.iter().any(|(kept, _)| *kept == *ext));
+            let not_made = retried(&remade, |(name, schema)| {
+                db.script(
+                    "SELECT format('CREATE EXTENSION %I SCHEMA %I', :'name', :'schema') \\gexec\n",
+                    &[("name", name), ("schema", schema)],
+                )
+            });
+            for (name, schema) in &remade {
+                match not_made.iter().find(|(ext, _)| ext.0 == *name) {
+                    Some((_, e)) => say(&format!(
+                        "warning: extension {name} in database {database} was dropped and not made again: {e}"
+                    )),
+                    None => say(&format!(
+                        "extension {name} in database {database} made again in schema {schema} at PostgreSQL {}'s version",
+                        self.plan.new_major
+                    )),
+                }
             }
         }
         let helpers = crate::init::hooks::read_spec(&rw_dir().join("hooks.json"))
@@ -615,6 +663,34 @@ impl Upgrader {
             ));
         }
         Ok(())
+    }
+}
+
+/// Extensions whose updates trip over each other (pg_stat_kcache's views
+/// stand on pg_stat_statements', and its own update script drops a view
+/// another of its views needs). Their counters do not outlive a major
+/// anyway: when their update fails they are dropped and made again.
+const REMADE: [&str; 2] = ["pg_stat_statements", "pg_stat_kcache"];
+
+/// Runs `action` on every item, again on those that failed for as long
+/// as some succeed (one may wait for another); what still fails.
+fn retried<'a, T>(
+    items: &[&'a T],
+    mut action: impl FnMut(&T) -> Result<String, UpgradeError>,
+) -> Vec<(&'a T, UpgradeError)> {
+    let mut pending: Vec<&'a T> = items.to_vec();
+    loop {
+        let before = pending.len();
+        let mut failed = Vec::new();
+        for item in pending {
+            if let Err(e) = action(item) {
+                failed.push((item, e));
+            }
+        }
+        if failed.is_empty() || failed.len() == before {
+            return failed;
+        }
+        pending = failed.into_iter().map(|(item, _)| item).collect();
     }
 }
 
