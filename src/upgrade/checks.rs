@@ -28,6 +28,8 @@ pub(crate) struct Plan {
     pub(crate) system_identifier: String,
     /// (database, extension) dropped and created again after.
     pub(crate) recreated: Vec<(String, String)>,
+    /// (database, extension) dropped before: the target has none.
+    pub(crate) dropped: Vec<(String, String)>,
     pub(crate) upgrade: Upgrade,
 }
 
@@ -181,7 +183,7 @@ pub(crate) fn run(
             "{tablespaces} tablespaces besides the default: spilo upgrade moves one data directory"
         )));
     }
-    let recreated = check_extensions(&local, new_bin, new_major)?;
+    let extensions = check_extensions(&local, new_bin, new_major)?;
     let system_identifier = local.value("SELECT system_identifier FROM pg_control_system()")?;
     let settings = Settings::of(&local, old_major)?;
     let (parent, _) = member.data_parent();
@@ -200,13 +202,16 @@ pub(crate) fn run(
         "making {} with initdb (PostgreSQL {new_major}) and running pg_upgrade --check",
         upgrade.new_data.display()
     ));
-    let checked = upgrade
-        .initdb(&settings)
+    let checked = drop_helpers(&local, &extensions.dropped)
+        .and_then(|()| upgrade.initdb(&settings))
         .and_then(|()| upgrade.check(member.port, &member.socket_dir));
     if let Err(e) = checked {
         upgrade.keep_logs();
         remove_dir(&upgrade.new_data)?;
-        return Err(refused(e.to_string()));
+        if extensions.dropped.is_empty() {
+            return Err(refused(e.to_string()));
+        }
+        return Err(refused(format!("{e} ({})", helpers_again())));
     }
     Ok(Plan {
         old_major,
@@ -215,7 +220,8 @@ pub(crate) fn run(
         replicas,
         host,
         system_identifier,
-        recreated,
+        recreated: extensions.recreated,
+        dropped: extensions.dropped,
         upgrade,
     })
 }
@@ -255,31 +261,58 @@ pub(crate) enum Availability {
     Missing,
 }
 
+/// The database helpers' optional extensions, made only where a major
+/// ships them (image/sql/extensions.sql, cron.sql). When the target has
+/// none they are dropped before the upgrade: set_user and pg_stat_kcache
+/// hold no data, pg_cron only when it has no jobs.
+const DROPPED_WHEN_MISSING: [&str; 3] = ["pg_stat_kcache", "set_user", "pg_cron"];
+
+/// What the target lacks and the upgrade handles.
+#[derive(Debug, Default)]
+pub(crate) struct Extensions {
+    /// (database, extension) dropped and created again after.
+    pub(crate) recreated: Vec<(String, String)>,
+    /// (database, extension) dropped before, as the target has none.
+    pub(crate) dropped: Vec<(String, String)>,
+}
+
 /// Every extension of every database must exist for the target at its
-/// version, with an update path from it, or be one that is re-created;
-/// the (database, extension) pairs to re-create.
+/// version, with an update path from it, be one that is re-created or a
+/// helper that is dropped.
 fn check_extensions(
     local: &Psql,
     new_bin: &Path,
     new_major: u32,
-) -> Result<Vec<(String, String)>, UpgradeError> {
+) -> Result<Extensions, UpgradeError> {
     let share = sharedir(new_bin)?.join("extension");
     let mut missing = Vec::new();
-    let mut recreated = Vec::new();
+    let mut found = Extensions::default();
     for row in local.rows("SELECT datname FROM pg_database WHERE datallowconn ORDER BY 1")? {
         let Some(database) = row.first() else {
             continue;
         };
-        for ext in local
-            .database(database)
-            .rows("SELECT extname, extversion FROM pg_extension ORDER BY 1")?
-        {
+        let db = local.database(database);
+        for ext in db.rows("SELECT extname, extversion FROM pg_extension ORDER BY 1")? {
             let [name, version] = ext.as_slice() else {
                 continue;
             };
+            let pair = (database.clone(), name.clone());
             match availability(&share, name, version) {
                 Availability::Updatable => {}
-                Availability::Recreated => recreated.push((database.clone(), name.clone())),
+                Availability::Recreated => found.recreated.push(pair),
+                Availability::Missing if DROPPED_WHEN_MISSING.contains(&name.as_str()) => {
+                    let jobs = match name.as_str() {
+                        "pg_cron" => db.value("SELECT count(*) FROM cron.job")?,
+                        _ => "0".into(),
+                    };
+                    if jobs == "0" {
+                        found.dropped.push(pair);
+                    } else {
+                        missing.push(format!(
+                            "{name} {version} (database {database}, {jobs} jobs)"
+                        ));
+                    }
+                }
                 Availability::Missing => {
                     missing.push(format!("{name} {version} (database {database})"))
                 }
@@ -287,12 +320,39 @@ fn check_extensions(
         }
     }
     if missing.is_empty() {
-        return Ok(recreated);
+        return Ok(found);
     }
     Err(UpgradeError::Refused(format!(
         "PostgreSQL {new_major} has no {}",
         missing.join(", ")
     )))
+}
+
+/// Drops the helpers the target lacks (pg_cron with the helpers' own
+/// objects on its tables).
+fn drop_helpers(local: &Psql, dropped: &[(String, String)]) -> Result<(), UpgradeError> {
+    for (database, name) in dropped {
+        say(&format!(
+            "dropping extension {name} in database {database}: the target has none"
+        ));
+        let cascade = if name == "pg_cron" { " CASCADE" } else { "" };
+        local.database(database).script(
+            &format!("SELECT format('DROP EXTENSION %I{cascade}', :'name') \\gexec\n"),
+            &[("name", name)],
+        )?;
+    }
+    Ok(())
+}
+
+/// The database helpers made again on the old major, after a refusal or a
+/// roll back that follows dropped helpers; a line saying how it went.
+pub(crate) fn helpers_again() -> String {
+    let made = crate::init::hooks::read_spec(&super::rw_dir().join("hooks.json"))
+        .and_then(|spec| crate::init::hooks::reapply(&spec));
+    match made {
+        Ok(()) => "the database helpers were made again".into(),
+        Err(e) => format!("making the database helpers again failed: {e}"),
+    }
 }
 
 /// Whether `share` (a major's extension directory) has `name` at
@@ -304,11 +364,15 @@ pub(crate) fn availability(share: &Path, name: &str, version: &str) -> Availabil
     }
     let exact = format!("{name}--{version}.sql");
     let update = format!("{name}--{version}--");
+    // PostGIS updates from any version through one script.
+    let from_any = format!("{name}--ANY--");
     let updatable = std::fs::read_dir(share).is_ok_and(|entries| {
         entries.filter_map(Result::ok).any(|e| {
             let file = e.file_name();
             let file = file.to_string_lossy();
-            file == exact || (file.starts_with(&update) && file.ends_with(".sql"))
+            file == exact
+                || ((file.starts_with(&update) || file.starts_with(&from_any))
+                    && file.ends_with(".sql"))
         })
     });
     match updatable {
@@ -363,6 +427,8 @@ mod tests {
             "c--1.0.sql",
             "pg_repack.control",
             "pg_repack--1.5.3.sql",
+            "postgis.control",
+            "postgis--ANY--3.6.4.sql",
         ] {
             std::fs::write(share.join(file), "").unwrap();
         }

@@ -80,7 +80,7 @@ pub fn default_config_path() -> PathBuf {
 }
 
 /// RW_DIR from the environment (default /run).
-fn rw_dir() -> PathBuf {
+pub(crate) fn rw_dir() -> PathBuf {
     match std::env::var_os("RW_DIR") {
         Some(dir) if !dir.is_empty() => PathBuf::from(dir),
         _ => PathBuf::from("/run"),
@@ -340,12 +340,15 @@ impl Upgrader {
             self.pause(false)
         })();
         match restored {
-            Ok(()) => UpgradeError::Failed {
-                reason,
-                left: format!(
+            Ok(()) => {
+                let mut left = format!(
                     "rolled back: the cluster runs PostgreSQL {old} with its data, as before"
-                ),
-            },
+                );
+                if !self.plan.dropped.is_empty() {
+                    left.push_str(&format!("; {}", checks::helpers_again()));
+                }
+                UpgradeError::Failed { reason, left }
+            }
             Err(e) => UpgradeError::Failed {
                 reason,
                 left: format!(
@@ -629,12 +632,7 @@ impl Upgrader {
                 }
             }
         }
-        let helpers = crate::init::hooks::read_spec(&rw_dir().join("hooks.json"))
-            .and_then(|spec| crate::init::hooks::reapply(&spec));
-        match helpers {
-            Ok(()) => say("extensions updated, database helpers made again"),
-            Err(e) => say(&format!("warning: the database helpers: {e}")),
-        }
+        say(&format!("extensions updated; {}", checks::helpers_again()));
         Ok(())
     }
 
