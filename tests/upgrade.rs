@@ -232,6 +232,7 @@ fn three_members_go_from_15_to_17_to_18() {
             "the operator logs the first 100 bytes: {stdout}"
         );
         assert!(last.contains(&format!("to {major}: 3 members")), "{last}");
+        println!("{stdout}");
         println!(
             "upgrade to {major}: {last} ({:.0}s)",
             started.elapsed().as_secs_f64()

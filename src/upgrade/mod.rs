@@ -155,6 +155,10 @@ struct Upgrader {
 impl Upgrader {
     fn upgrade(mut self) -> Result<String, UpgradeError> {
         let (old, new) = (self.plan.old_major, self.plan.new_major);
+        // Written out while writes still go on: the shutdown checkpoint,
+        // inside the outage, then has little left to write.
+        say("checkpoint before the stop");
+        self.local().value("CHECKPOINT")?;
         self.pause(true)?;
         let down = Instant::now();
         let prepared = self.stop_and_link();
