@@ -94,24 +94,7 @@ enum Command {
     },
     /// A replica's part of an upgrade (started by the primary's).
     #[command(hide = true)]
-    UpgradeReplica {
-        #[arg(long)]
-        config: PathBuf,
-        #[arg(long)]
-        major: u32,
-        #[arg(long)]
-        bin_dir: PathBuf,
-        #[arg(long)]
-        primary: String,
-        #[arg(long)]
-        port: u16,
-        #[arg(long)]
-        checkpoint: String,
-        #[arg(long)]
-        backend: i32,
-        #[arg(long)]
-        detached: bool,
-    },
+    UpgradeReplica(upgrade::replica::Options),
     /// Runs initdb ahead of Patroni (started by `init`).
     #[command(hide = true)]
     InitdbAhead { dir: PathBuf },
@@ -304,34 +287,13 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::UpgradeReplica {
-            config,
-            major,
-            bin_dir,
-            primary,
-            port,
-            checkpoint,
-            backend,
-            detached,
-        } => {
-            let options = upgrade::replica::Options {
-                config,
-                major,
-                bin_dir,
-                primary,
-                port,
-                checkpoint,
-                backend,
-                detached,
-            };
-            match upgrade::replica::run(&options) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("spilo upgrade-replica: error: {e}");
-                    ExitCode::FAILURE
-                }
+        Command::UpgradeReplica(options) => match upgrade::replica::run(&options) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("spilo upgrade-replica: error: {e}");
+                ExitCode::FAILURE
             }
-        }
+        },
         Command::Basebackup {
             major,
             bin_dir,

@@ -4,6 +4,7 @@
 //! never to its command line.
 
 use std::io::Write;
+use std::path::Path;
 use std::process::{Command, Stdio};
 
 use serde_json::Value;
@@ -63,19 +64,13 @@ impl Api {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
-            .map_err(|source| UpgradeError::Spawn {
-                program: "curl".into(),
-                source,
-            })?;
+            .map_err(UpgradeError::spawn(Path::new("curl")))?;
         if let Some(mut stdin) = child.stdin.take() {
             let _ = stdin.write_all(config.as_bytes());
         }
         let out = child
             .wait_with_output()
-            .map_err(|source| UpgradeError::Spawn {
-                program: "curl".into(),
-                source,
-            })?;
+            .map_err(UpgradeError::spawn(Path::new("curl")))?;
         if !out.status.success() {
             return Err(api_error(url, super::sql::last_line(&out.stderr)));
         }

@@ -388,10 +388,7 @@ fn sharedir(bin_dir: &Path) -> Result<PathBuf, UpgradeError> {
     let out = Command::new(&program)
         .arg("--sharedir")
         .output()
-        .map_err(|source| UpgradeError::Spawn {
-            program: program.display().to_string(),
-            source,
-        })?;
+        .map_err(UpgradeError::spawn(&program))?;
     let text = String::from_utf8_lossy(&out.stdout).trim().to_owned();
     if !out.status.success() || text.is_empty() {
         return Err(UpgradeError::Refused(format!(

@@ -42,10 +42,7 @@ fn run(config: &Path, action: &str) -> Result<String, UpgradeError> {
         .arg(config)
         .arg(action)
         .output()
-        .map_err(|source| UpgradeError::Spawn {
-            program: "python3".into(),
-            source,
-        })?;
+        .map_err(UpgradeError::spawn(Path::new("python3")))?;
     if out.status.success() {
         Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
     } else {

@@ -63,6 +63,16 @@ pub enum UpgradeError {
     Step { what: String, reason: String },
 }
 
+impl UpgradeError {
+    /// For `map_err`: `program` could not be started or waited for.
+    pub(crate) fn spawn(program: &Path) -> impl FnOnce(std::io::Error) -> UpgradeError + '_ {
+        move |source| UpgradeError::Spawn {
+            program: program.display().to_string(),
+            source,
+        }
+    }
+}
+
 pub struct Options {
     /// The number of members the cluster must have (the operator's pods).
     pub members: usize,
@@ -654,10 +664,7 @@ impl Upgrader {
             cmd.arg("--missing-stats-only");
         }
         say("rebuilding statistics in stages");
-        let out = cmd.output().map_err(|source| UpgradeError::Spawn {
-            program: program.display().to_string(),
-            source,
-        })?;
+        let out = cmd.output().map_err(UpgradeError::spawn(&program))?;
         if !out.status.success() {
             say(&format!(
                 "warning: vacuumdb: {}",

@@ -128,10 +128,7 @@ impl Upgrade {
             .arg("--no-instructions")
             .current_dir(&self.work_dir)
             .output()
-            .map_err(|source| UpgradeError::Spawn {
-                program: initdb.display().to_string(),
-                source,
-            })?;
+            .map_err(UpgradeError::spawn(&initdb))?;
         if !out.status.success() {
             return Err(UpgradeError::Step {
                 what: initdb.display().to_string(),
@@ -191,10 +188,7 @@ impl Upgrade {
             .args(extra)
             .current_dir(&self.work_dir)
             .output()
-            .map_err(|source| UpgradeError::Spawn {
-                program: program.display().to_string(),
-                source,
-            })?;
+            .map_err(UpgradeError::spawn(&program))?;
         if out.status.success() {
             return Ok(());
         }
@@ -254,10 +248,7 @@ pub(crate) fn control_data(bin_dir: &Path, data: &Path) -> Result<(String, Strin
         .arg(data)
         .env("LC_ALL", "C")
         .output()
-        .map_err(|source| UpgradeError::Spawn {
-            program: program.display().to_string(),
-            source,
-        })?;
+        .map_err(UpgradeError::spawn(&program))?;
     if !out.status.success() {
         return Err(UpgradeError::Step {
             what: program.display().to_string(),
@@ -284,10 +275,7 @@ pub(crate) fn stop(bin_dir: &Path, data: &Path) -> Result<(), UpgradeError> {
         .args(["stop", "-m", "fast", "-w", "-t", "600", "-D"])
         .arg(data)
         .output()
-        .map_err(|source| UpgradeError::Spawn {
-            program: program.display().to_string(),
-            source,
-        })?;
+        .map_err(UpgradeError::spawn(&program))?;
     if out.status.success() {
         Ok(())
     } else {

@@ -30,19 +30,31 @@ use super::sql::last_line;
 use super::{UpgradeError, data_major, say};
 use crate::files::IoError;
 
-/// What the primary passes.
-#[derive(Debug, Clone)]
+/// What the primary passes (`spilo upgrade-replica`'s arguments).
+#[derive(Debug, Clone, clap::Args)]
 pub struct Options {
+    /// Patroni's configuration file.
+    #[arg(long)]
     pub config: PathBuf,
+    /// The major to follow the primary onto.
+    #[arg(long)]
     pub major: u32,
+    #[arg(long)]
     pub bin_dir: PathBuf,
+    /// The primary's address; its rsync daemon listens on `port`.
+    #[arg(long)]
     pub primary: String,
+    #[arg(long)]
     pub port: u16,
     /// The primary's shutdown checkpoint, which this replica must have
     /// replayed for its files to be the primary's.
+    #[arg(long)]
     pub checkpoint: String,
     /// The session that started us.
+    #[arg(long)]
     pub backend: i32,
+    /// The worker, in a process group of its own.
+    #[arg(long)]
     pub detached: bool,
 }
 
@@ -82,10 +94,7 @@ pub fn run(options: &Options) -> Result<(), UpgradeError> {
         .stderr(err)
         .process_group(0)
         .spawn()
-        .map_err(|source| UpgradeError::Spawn {
-            program: program.display().to_string(),
-            source,
-        })?;
+        .map_err(UpgradeError::spawn(&program))?;
     Ok(())
 }
 
@@ -228,10 +237,7 @@ fn feedback(options: &Options, member: &Member, report: &str) -> Result<(), Upgr
             what: "reporting to the primary".into(),
             reason: last_line(&out.stderr),
         }),
-        Err(source) => Err(UpgradeError::Spawn {
-            program: "rsync".into(),
-            source,
-        }),
+        Err(source) => Err(UpgradeError::spawn(Path::new("rsync"))(source)),
     }
 }
 

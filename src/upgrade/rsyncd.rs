@@ -70,10 +70,7 @@ impl Rsyncd {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .map_err(|source| UpgradeError::Spawn {
-                program: "rsync".into(),
-                source,
-            })?;
+            .map_err(UpgradeError::spawn(Path::new("rsync")))?;
         Ok(Rsyncd {
             dir: dir.to_owned(),
             child,

@@ -125,20 +125,14 @@ impl Psql {
         if let Some(sql) = command {
             cmd.args(["-c", sql]);
         }
-        let mut child = cmd.spawn().map_err(|source| UpgradeError::Spawn {
-            program: self.program.display().to_string(),
-            source,
-        })?;
+        let mut child = cmd.spawn().map_err(UpgradeError::spawn(&self.program))?;
         if let Some(mut input) = child.stdin.take() {
             // A failure to write shows as psql's own error below.
             let _ = input.write_all(stdin.as_bytes());
         }
         let out = child
             .wait_with_output()
-            .map_err(|source| UpgradeError::Spawn {
-                program: self.program.display().to_string(),
-                source,
-            })?;
+            .map_err(UpgradeError::spawn(&self.program))?;
         if out.status.success() {
             return Ok(String::from_utf8_lossy(&out.stdout).into_owned());
         }
