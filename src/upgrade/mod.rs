@@ -168,18 +168,21 @@ impl Upgrader {
         // Written out while writes still go on: the shutdown checkpoint,
         // inside the outage, then has little left to write.
         say("checkpoint before the stop");
-        self.local().value("CHECKPOINT")?;
-        self.pause(true)?;
+        if let Err(e) = self
+            .local()
+            .value("CHECKPOINT")
+            .and_then(|_| self.pause(true))
+        {
+            return Err(self.refuse(e));
+        }
         let down = Instant::now();
-        let prepared = self.stop_and_link();
-        let checkpoint = match prepared {
+        let (checkpoint, rsyncd) = match self.stop_and_link() {
             Ok(done) => done,
             Err((rsyncd, reason)) => {
                 drop(rsyncd);
                 return Err(self.roll_back(reason));
             }
         };
-        let (checkpoint, rsyncd) = checkpoint;
         // The point of no return: the old directory's files are the new
         // one's too, and the new server is about to start.
         let old_dir = self.member.sibling("old");
@@ -195,7 +198,7 @@ impl Upgrader {
         let lib_dir = replica::lib_dir_of(&self.plan.new_bin);
         let new_bin = self.plan.new_bin.clone();
         let left = format!(
-            "the primary's data is PostgreSQL {new} (PostgreSQL {old}'s in {})",
+            "the primary's data is PostgreSQL {new} (PostgreSQL {old}'s in {}) and its pod starts it; the cluster is paused until `patronictl resume`",
             old_dir.display()
         );
         self.member
@@ -324,6 +327,18 @@ impl Upgrader {
             Ok(()) => Ok((checkpoint, rsyncd)),
             Err(e) => Err((rsyncd, e.to_string())),
         }
+    }
+
+    /// Nothing stopped yet: the pause lifted, the helpers made again.
+    fn refuse(&self, e: UpgradeError) -> UpgradeError {
+        let mut reason = e.to_string();
+        if let Err(e) = self.pause(false) {
+            reason.push_str(&format!("; resuming failed ({e}): `patronictl resume`"));
+        }
+        if !self.plan.dropped.is_empty() {
+            reason.push_str(&format!("; {}", checks::helpers_again()));
+        }
+        UpgradeError::Refused(reason)
     }
 
     /// Before the point of no return: the old data directory as it was,
