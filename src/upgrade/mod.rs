@@ -778,3 +778,39 @@ fn lock(path: &Path) -> Result<Flock<File>, UpgradeError> {
     Flock::lock(file, FlockArg::LockExclusiveNonblock)
         .map_err(|_| UpgradeError::Refused("another spilo upgrade runs on this member".into()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_action_is_retried_while_others_succeed() {
+        // b succeeds only once a has; c never does.
+        let items = ["b", "a", "c"];
+        let refs: Vec<&&str> = items.iter().collect();
+        let mut done = Vec::new();
+        let failed = retried(&refs, |item| {
+            let ready = *item == "a" || (*item == "b" && done.contains(&"a"));
+            if ready {
+                done.push(*item);
+                Ok(String::new())
+            } else {
+                Err(step("test", item))
+            }
+        });
+        assert_eq!(done, ["a", "b"]);
+        assert_eq!(failed.len(), 1);
+        assert_eq!(*failed[0].0, "c");
+    }
+
+    #[test]
+    fn one_upgrade_at_a_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(".spilo-upgrade.lock");
+        let held = lock(&path).unwrap();
+        let err = lock(&path).unwrap_err().to_string();
+        assert!(err.contains("another spilo upgrade runs"), "{err}");
+        drop(held);
+        assert!(lock(&path).is_ok());
+    }
+}
