@@ -52,6 +52,14 @@ pub(crate) fn write_all(outputs: &[Output], owner: Owner) -> Result<Vec<PathBuf>
     Ok(changed)
 }
 
+/// Removes a directory tree; one that is not there is no error.
+pub(crate) fn remove_dir_if_present(dir: &Path) -> Result<(), IoError> {
+    match fs::remove_dir_all(dir) {
+        Err(e) if e.kind() != ErrorKind::NotFound => Err(IoError::at("remove", dir)(e)),
+        _ => Ok(()),
+    }
+}
+
 /// Creates missing parents, owned like the files in them.
 fn ensure_dir(dir: &Path, owner: Owner) -> Result<(), IoError> {
     if dir.is_dir() {

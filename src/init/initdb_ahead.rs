@@ -15,7 +15,7 @@
 
 use std::ffi::OsString;
 use std::fs::{self, File};
-use std::io::{BufRead, BufReader, ErrorKind, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::os::unix::process::CommandExt;
@@ -96,12 +96,7 @@ pub(crate) fn clear_stale(paths: &Paths) -> Result<(), AheadError> {
     let dir = paths.initdb_ahead();
     let staging = staging_for(&paths.pgdata);
     for path in staging.iter().chain([&dir]) {
-        match fs::remove_dir_all(path) {
-            Err(e) if e.kind() != ErrorKind::NotFound => {
-                return Err(IoError::at("removing a stale initdb run", path)(e).into());
-            }
-            _ => {}
-        }
+        crate::files::remove_dir_if_present(path)?;
     }
     Ok(())
 }

@@ -288,12 +288,7 @@ pub(crate) fn stop(bin_dir: &Path, data: &Path) -> Result<(), UpgradeError> {
 
 /// Removes a directory tree when it exists.
 pub(crate) fn remove_dir(dir: &Path) -> Result<(), UpgradeError> {
-    match std::fs::remove_dir_all(dir) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-            Err(IoError::at("remove", dir)(e).into())
-        }
-        _ => Ok(()),
-    }
+    Ok(crate::files::remove_dir_if_present(dir)?)
 }
 
 /// Renames a directory.
