@@ -5,7 +5,8 @@
 //! bootstrap_standby_with_wale). The source's major is checked before
 //! anything is copied, and the copy's after: a copy of another major would
 //! start with the wrong binaries, or be removed and copied again at every
-//! try.
+//! try. A clone's restore may be of an older major this image has: it is
+//! upgraded before it opens (`upgrade::restored`).
 
 use std::fs;
 use std::io;
@@ -34,6 +35,18 @@ pub struct Restore {
     pub pgdata: PathBuf,
     pub stanza: String,
     pub command: Vec<String>,
+    /// A clone's (not a standby's): backups of an older major are
+    /// restored and upgraded.
+    pub upgrade: Option<Upgradable>,
+}
+
+/// Where the upgrade of a restored older major finds what it needs.
+#[derive(Debug)]
+pub struct Upgradable {
+    /// Patroni's configuration.
+    pub config: PathBuf,
+    /// Where the majors are installed.
+    pub postgres_root: PathBuf,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -46,6 +59,12 @@ pub enum CloneError {
         "the source's backups are of PostgreSQL {found}, this cluster runs {major} (PGVERSION): a clone or standby needs the source's major; nothing was restored"
     )]
     BackupMajor { found: String, major: u32 },
+    #[error(
+        "the source's backups are of PostgreSQL {found}, this cluster runs {major} (PGVERSION): a clone needs the source's major or an older one this image has installed; nothing was restored"
+    )]
+    BackupNotUpgradable { found: String, major: u32 },
+    #[error("upgrading the restored copy: {0}")]
+    Upgrade(#[from] crate::upgrade::UpgradeError),
     #[error("cannot run {}: {source}", program.display())]
     Spawn { program: PathBuf, source: io::Error },
     #[error("{} failed ({status}){}", program.display(), output_suffix(output))]
@@ -136,36 +155,64 @@ pub fn restore(restore: &Restore) -> Result<(), CloneError> {
         .as_ref()
         .map(Stanza::backup_majors)
         .unwrap_or_default();
-    let major = restore.major.to_string();
     // No backup at all: pgBackRest's restore says so itself.
-    if !majors.is_empty() && !majors.contains(&major.as_str()) {
+    if !majors.is_empty() && !majors.iter().any(|m| restorable(restore, m)) {
         let mut found: Vec<&str> = majors.clone();
         found.dedup();
-        return Err(CloneError::BackupMajor {
-            found: found.join(", "),
-            major: restore.major,
+        let (found, major) = (found.join(", "), restore.major);
+        return Err(match restore.upgrade {
+            Some(_) => CloneError::BackupNotUpgradable { found, major },
+            None => CloneError::BackupMajor { found, major },
         });
     }
     status(&program, Command::new(&program).args(args))?;
     // A target time can pick an older backup of another major.
-    copied_major(&restore.pgdata, restore.major)
+    let found = read_major(&restore.pgdata)?;
+    match &restore.upgrade {
+        Some(upgradable) if found != restore.major.to_string() && restorable(restore, &found) => {
+            let done =
+                crate::upgrade::restored::upgrade(&upgradable.config, &upgradable.postgres_root)?;
+            eprintln!("clone-restore: {done}");
+            Ok(())
+        }
+        _ => copied_major(&restore.pgdata, restore.major),
+    }
+}
+
+/// Whether backups of `major` can become this cluster: of its major, or
+/// for a clone of an older one installed here.
+fn restorable(restore: &Restore, major: &str) -> bool {
+    if major == restore.major.to_string() {
+        return true;
+    }
+    let Some(upgradable) = &restore.upgrade else {
+        return false;
+    };
+    major.parse::<u32>().is_ok_and(|older| {
+        older < restore.major
+            && crate::upgrade::restored::installed(&upgradable.postgres_root, older).is_some()
+    })
 }
 
 /// The copy in `pgdata` is of `major`.
 fn copied_major(pgdata: &Path, major: u32) -> Result<(), CloneError> {
-    let path = pgdata.join("PG_VERSION");
-    let found = fs::read_to_string(&path).map_err(|source| CloneError::Read {
-        path: path.clone(),
-        source,
-    })?;
-    if found.trim() != major.to_string() {
+    let found = read_major(pgdata)?;
+    if found != major.to_string() {
         return Err(CloneError::Copied {
-            path,
+            path: pgdata.join("PG_VERSION"),
             major,
-            found: found.trim().to_owned(),
+            found,
         });
     }
     Ok(())
+}
+
+/// The major of the copy in `pgdata` (its PG_VERSION).
+fn read_major(pgdata: &Path) -> Result<String, CloneError> {
+    let path = pgdata.join("PG_VERSION");
+    fs::read_to_string(&path)
+        .map(|text| text.trim().to_owned())
+        .map_err(|source| CloneError::Read { path, source })
 }
 
 fn source_major(clone: &Basebackup) -> Result<u32, CloneError> {
@@ -364,6 +411,7 @@ mod tests {
                 "--log-level-console=info".into(),
                 "restore".into(),
             ],
+            upgrade: None,
         }
     }
 
@@ -388,6 +436,46 @@ mod tests {
             err.contains("is not PostgreSQL 17: PG_VERSION says \"15\""),
             "{err}"
         );
+    }
+
+    #[test]
+    fn a_clone_restores_an_older_installed_major_to_upgrade_it() {
+        let root = tempfile::tempdir().unwrap();
+        let bin = root.path().join("15/bin");
+        fs::create_dir_all(&bin).unwrap();
+        for program in ["postgres", "pg_ctl", "psql", "pg_controldata"] {
+            fs::write(bin.join(program), "").unwrap();
+        }
+        let clone = |versions: &[&str], restored: &str| {
+            let dir = tempfile::tempdir().unwrap();
+            let mut clone = fake_pgbackrest(dir.path(), versions, restored);
+            clone.upgrade = Some(Upgradable {
+                config: dir.path().join("postgres.yml"),
+                postgres_root: root.path().to_owned(),
+            });
+            let err = restore(&clone).unwrap_err().to_string();
+            (err, untouched(&clone.pgdata))
+        };
+        for versions in [&["13"][..], &["18"]] {
+            let (err, untouched) = clone(versions, "x");
+            assert!(
+                err.contains("a clone needs the source's major or an older one this image has installed; nothing was restored"),
+                "{err}"
+            );
+            assert!(untouched);
+        }
+        // Restored, then handed to the upgrade (which finds no
+        // configuration here).
+        let (err, untouched) = clone(&["15"], "15");
+        assert!(err.starts_with("upgrading the restored copy: "), "{err}");
+        assert!(err.contains("postgres.yml"), "{err}");
+        assert!(!untouched);
+        // A standby's restore never upgrades.
+        let dir = tempfile::tempdir().unwrap();
+        let err = restore(&fake_pgbackrest(dir.path(), &["15"], "15"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("nothing was restored"), "{err}");
     }
 
     #[test]

@@ -130,6 +130,13 @@ enum Command {
         pgdata: PathBuf,
         #[arg(long)]
         stanza: String,
+        /// A clone's Patroni configuration: backups of an older major are
+        /// restored, recovered with its programs and upgraded.
+        #[arg(long)]
+        upgrade_with: Option<PathBuf>,
+        /// Where the majors are installed.
+        #[arg(long, default_value = POSTGRES_ROOT)]
+        postgres_root: PathBuf,
         /// pgBackRest's restore command, after `--`.
         #[arg(last = true, required = true)]
         command: Vec<String>,
@@ -315,6 +322,8 @@ fn main() -> ExitCode {
             major,
             pgdata,
             stanza,
+            upgrade_with,
+            postgres_root,
             command,
         } => clone_exit(
             "clone-restore",
@@ -323,6 +332,10 @@ fn main() -> ExitCode {
                 pgdata,
                 stanza,
                 command,
+                upgrade: upgrade_with.map(|config| clone::Upgradable {
+                    config,
+                    postgres_root,
+                }),
             }),
         ),
         Command::Backup { backup: command } => {

@@ -313,22 +313,34 @@ pub(crate) fn restore_method(config: &Config, restore: &Restore) -> Value {
         }
     }
     json!({
-        "command": format!("{} {base}{restore_args}", restore_wrapper(config, &restore.stanza)),
+        "command": format!(
+            "{} {base}{restore_args}",
+            restore_wrapper(config, &restore.stanza, true)
+        ),
         "no_params": true,
         "recovery_conf": recovery,
     })
 }
 
 /// `spilo clone-restore`, which checks the backups' major before it runs
-/// the pgBackRest restore that follows (`clone::restore`).
-pub(crate) fn restore_wrapper(config: &Config, stanza: &str) -> String {
-    format!(
-        "{} clone-restore --major {} --pgdata {} --stanza {} --",
+/// the pgBackRest restore that follows (`clone::restore`). A clone's
+/// (`upgrade`) may restore an older major and upgrade it; a standby
+/// follows the source's WAL and needs its major.
+pub(crate) fn restore_wrapper(config: &Config, stanza: &str, upgrade: bool) -> String {
+    let mut command = format!(
+        "{} clone-restore --major {} --pgdata {} --stanza {}",
         shell_quote(&config.program.display().to_string()),
         config.version.major,
         shell_quote(&config.paths.pgdata.display().to_string()),
         shell_quote(stanza),
-    )
+    );
+    if upgrade {
+        command.push_str(&format!(
+            " --upgrade-with {}",
+            shell_quote(&config.paths.patroni_config().display().to_string())
+        ));
+    }
+    command + " --"
 }
 
 #[cfg(test)]
@@ -467,8 +479,9 @@ mod tests {
         let command = method["command"].as_str().unwrap();
         assert!(
             command.contains(&format!(
-                " clone-restore --major 17 --pgdata {} --stanza old-cluster -- ",
-                config.paths.pgdata.display()
+                " clone-restore --major 17 --pgdata {} --stanza old-cluster --upgrade-with {} -- ",
+                config.paths.pgdata.display(),
+                dir.path().join("rw/postgres.yml").display()
             )),
             "{command}"
         );

@@ -64,7 +64,7 @@ pub(crate) fn replica_methods(config: &Config) -> Map<String, Value> {
         Some(archive) => json!({
             "command": format!(
                 "{} {} --log-level-console=info restore --type=standby",
-                pgbackrest::restore_wrapper(config, &archive.stanza),
+                pgbackrest::restore_wrapper(config, &archive.stanza, false),
                 pgbackrest::command(&config.paths.pgbackrest_standby_config(), &archive.stanza)
             ),
             "no_params": true,
@@ -178,6 +178,7 @@ mod tests {
         let restore = methods[FROM_ARCHIVE]["command"].as_str().unwrap();
         assert!(
             restore.contains(" clone-restore --major 17 ")
+                && !restore.contains("--upgrade-with")
                 && restore.ends_with(&format!(
                     " -- pgbackrest --config={} --stanza=acid-source --log-level-console=info restore --type=standby",
                     conf.display()

@@ -78,7 +78,7 @@ pub(crate) fn target(
 }
 
 /// The major of the server program in `bin_dir` (`postgres --version`).
-fn binary_major(bin_dir: &Path) -> Result<u32, UpgradeError> {
+pub(crate) fn binary_major(bin_dir: &Path) -> Result<u32, UpgradeError> {
     let postgres = bin_dir.join("postgres");
     let out = Command::new(&postgres).arg("--version").output().map_err(|e| {
         UpgradeError::Refused(format!(
@@ -279,7 +279,7 @@ pub(crate) struct Extensions {
 /// Every extension of every database must exist for the target at its
 /// version, with an update path from it, be one that is re-created or a
 /// helper that is dropped.
-fn check_extensions(
+pub(crate) fn check_extensions(
     local: &Psql,
     new_bin: &Path,
     new_major: u32,
@@ -330,7 +330,7 @@ fn check_extensions(
 
 /// Drops the helpers the target lacks (pg_cron with the helpers' own
 /// objects on its tables).
-fn drop_helpers(local: &Psql, dropped: &[(String, String)]) -> Result<(), UpgradeError> {
+pub(crate) fn drop_helpers(local: &Psql, dropped: &[(String, String)]) -> Result<(), UpgradeError> {
     for (database, name) in dropped {
         say(&format!(
             "dropping extension {name} in database {database}: the target has none"

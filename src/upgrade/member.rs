@@ -203,6 +203,89 @@ impl Member {
     }
 }
 
+impl Member {
+    /// The bootstrap method's `recovery_conf`: where a clone recovers to.
+    pub(crate) fn bootstrap_recovery(&self) -> Vec<(String, String)> {
+        let bootstrap = self.document.get("bootstrap");
+        let method = bootstrap
+            .and_then(|b| b.get("method"))
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        settings(
+            bootstrap
+                .and_then(|b| b.get(method))
+                .and_then(|m| m.get("recovery_conf")),
+        )
+    }
+
+    /// The server's settings as Patroni writes them at the bootstrap: the
+    /// bootstrap's dynamic ones, the local ones over them, and where it
+    /// listens.
+    pub(crate) fn server_parameters(&self) -> Vec<(String, String)> {
+        let dynamic = self
+            .document
+            .get("bootstrap")
+            .and_then(|b| b.get("dcs"))
+            .and_then(|d| d.get("postgresql"))
+            .and_then(|p| p.get("parameters"));
+        let local = self
+            .document
+            .get("postgresql")
+            .and_then(|p| p.get("parameters"));
+        let mut merged: Vec<(String, String)> = settings(dynamic);
+        for (name, value) in settings(local) {
+            merged.retain(|(n, _)| *n != name);
+            merged.push((name, value));
+        }
+        let listen = self
+            .document
+            .get("postgresql")
+            .and_then(|p| p.get("listen"))
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        let addresses = listen.rsplit_once(':').map_or(listen, |(hosts, _)| hosts);
+        for (name, value) in [
+            ("listen_addresses", addresses.to_owned()),
+            ("port", self.port.to_string()),
+            ("cluster_name", self.scope.clone()),
+        ] {
+            merged.retain(|(n, _)| n != name);
+            merged.push((name.to_owned(), value));
+        }
+        merged
+    }
+
+    /// Patroni's pg_hba lines.
+    pub(crate) fn pg_hba(&self) -> Vec<String> {
+        self.document
+            .get("postgresql")
+            .and_then(|p| p.get("pg_hba"))
+            .and_then(Value::as_sequence)
+            .into_iter()
+            .flatten()
+            .filter_map(|line| line.as_str().map(str::to_owned))
+            .collect()
+    }
+}
+
+/// A mapping of settings, its scalar values as PostgreSQL reads them.
+fn settings(map: Option<&Value>) -> Vec<(String, String)> {
+    let Some(Value::Mapping(map)) = map else {
+        return Vec::new();
+    };
+    map.iter()
+        .filter_map(|(name, value)| {
+            let value = match value {
+                Value::String(s) => s.clone(),
+                Value::Number(n) => n.to_string(),
+                Value::Bool(b) => if *b { "on" } else { "off" }.to_owned(),
+                _ => return None,
+            };
+            Some((name.as_str()?.to_owned(), value))
+        })
+        .collect()
+}
+
 /// Every string of a document, through `change`.
 fn replace_strings(value: &mut Value, change: &dyn Fn(&str) -> String) {
     match value {
@@ -272,6 +355,55 @@ postgresql:
         assert!(
             text.contains("shared_preload_libraries: pg_stat_statements\n"),
             "{text}"
+        );
+    }
+
+    #[test]
+    fn the_settings_patroni_starts_a_bootstrapped_server_with() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("postgres.yml");
+        let text = format!(
+            "{FILE}  pg_hba: [\"local all all trust\", \"host all all all md5\"]\n\
+             bootstrap:\n  method: clone_with_wale\n  clone_with_wale:\n    recovery_conf:\n      \
+             recovery_target_time: '2026-12-04 10:00:00+00'\n      recovery_target_inclusive: false\n  \
+             dcs:\n    postgresql:\n      parameters:\n        max_connections: 200\n        \
+             unix_socket_directories: /elsewhere\n        hot_standby: true\n"
+        );
+        std::fs::write(&path, text).unwrap();
+        let member = Member::read(&path).unwrap();
+        assert_eq!(
+            member.bootstrap_recovery(),
+            [
+                (
+                    "recovery_target_time".into(),
+                    "2026-12-04 10:00:00+00".into()
+                ),
+                ("recovery_target_inclusive".into(), "off".into())
+            ]
+        );
+        let parameters = member.server_parameters();
+        let value = |name: &str| {
+            parameters
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, v)| v.as_str())
+        };
+        assert_eq!(value("max_connections"), Some("200"));
+        assert_eq!(value("hot_standby"), Some("on"));
+        assert_eq!(value("unix_socket_directories"), Some("/run/postgresql"));
+        assert_eq!(value("listen_addresses"), Some("*"));
+        assert_eq!(value("port"), Some("5433"));
+        assert_eq!(value("cluster_name"), Some("demo"));
+        assert_eq!(
+            parameters
+                .iter()
+                .filter(|(n, _)| n == "unix_socket_directories")
+                .count(),
+            1
+        );
+        assert_eq!(
+            member.pg_hba(),
+            ["local all all trust", "host all all all md5"]
         );
     }
 

@@ -15,6 +15,7 @@
 //! 4. Extensions are updated, statistics rebuilt in stages, the backup
 //!    stanza upgraded and a full backup taken, the old directory removed.
 
+mod after;
 mod api;
 mod checks;
 mod dcs;
@@ -22,6 +23,7 @@ mod member;
 mod pgupgrade;
 pub mod replica;
 mod restart;
+pub mod restored;
 mod rsyncd;
 mod sql;
 
@@ -221,8 +223,9 @@ impl Upgrader {
             .map_err(|e| failed(e, "the primary runs the new major, paused"))?;
         self.wait_members(&recreated)
             .map_err(|e| failed(e, "the primary runs the new major"))?;
-        self.update_extensions()?;
-        self.analyze()?;
+        after::update_extensions(&self.local(), &self.plan.recreated, new)?;
+        say(&checks::helpers_again());
+        after::analyze(&self.new_server(), self.plan.upgrade.jobs)?;
         if let Some(spec) = &spec {
             say("taking a full backup of the new major");
             match backup::full_backup(spec) {
@@ -507,6 +510,17 @@ impl Upgrader {
         .map(drop)
     }
 
+    /// The new major's server, where the old one ran.
+    fn new_server(&self) -> after::Server {
+        after::Server {
+            major: self.plan.new_major,
+            bin_dir: self.plan.new_bin.clone(),
+            socket_dir: self.member.socket_dir.clone(),
+            port: self.member.port,
+            user: self.member.superuser.username.clone(),
+        }
+    }
+
     fn local(&self) -> Psql {
         Psql::socket(
             &self.member.bin_dir,
@@ -576,146 +590,6 @@ impl Upgrader {
             )
         })
     }
-
-    /// ALTER EXTENSION ... UPDATE everywhere. The ones the checks found
-    /// re-created, and those whose updates trip over each other
-    /// (`REMADE`), are dropped and created again in their schema; then the
-    /// database helpers are made again. Failures are reported, not fatal:
-    /// the cluster runs the new major already.
-    fn update_extensions(&self) -> Result<(), UpgradeError> {
-        let local = self.local();
-        for row in local.rows("SELECT datname FROM pg_database WHERE datallowconn ORDER BY 1")? {
-            let Some(database) = row.first() else {
-                continue;
-            };
-            let db = local.database(database);
-            // The helper's row type is pg_stat_statements' view, which
-            // its update replaces; the hooks below make it again.
-            if let Err(e) = db
-                .value("DROP FUNCTION IF EXISTS metric_helpers.pg_stat_statements(boolean) CASCADE")
-            {
-                say(&format!("warning: database {database}: {e}"));
-            }
-            let extensions: Vec<(String, String)> = db
-                .rows("SELECT extname, extnamespace::regnamespace FROM pg_extension ORDER BY 1")?
-                .into_iter()
-                .filter_map(|row| Some((row.first()?.clone(), row.get(1)?.clone())))
-                .collect();
-            let recreated = |name: &str| {
-                self.plan
-                    .recreated
-                    .iter()
-                    .any(|(d, e)| d == database && e == name)
-            };
-            let updatable: Vec<&(String, String)> = extensions
-                .iter()
-                .filter(|(name, _)| !recreated(name))
-                .collect();
-            let stuck = retried(&updatable, |(name, _)| {
-                db.script(
-                    "SELECT format('ALTER EXTENSION %I UPDATE', :'name') \\gexec\n",
-                    &[("name", name)],
-                )
-            });
-            let mut remade: Vec<&(String, String)> = extensions
-                .iter()
-                .filter(|(name, _)| recreated(name))
-                .collect();
-            for (ext, e) in stuck {
-                if REMADE.contains(&ext.0.as_str()) {
-                    remade.push(ext);
-                } else {
-                    say(&format!(
-                        "warning: extension {} in database {database}: {e}",
-                        ext.0
-                    ));
-                }
-            }
-            let not_dropped = retried(&remade, |(name, _)| {
-                db.script(
-                    "SELECT format('DROP EXTENSION %I', :'name') \\gexec\n",
-                    &[("name", name)],
-                )
-            });
-            for ((name, _), e) in &not_dropped {
-                say(&format!(
-                    "warning: extension {name} in database {database}: {e}"
-                ));
-            }
-            remade.retain(|ext| !not_dropped.iter().any(|(kept, _)| *kept == *ext));
-            let not_made = retried(&remade, |(name, schema)| {
-                db.script(
-                    "SELECT format('CREATE EXTENSION %I SCHEMA %I', :'name', :'schema') \\gexec\n",
-                    &[("name", name), ("schema", schema)],
-                )
-            });
-            for (name, schema) in &remade {
-                match not_made.iter().find(|(ext, _)| ext.0 == *name) {
-                    Some((_, e)) => say(&format!(
-                        "warning: extension {name} in database {database} was dropped and not made again: {e}"
-                    )),
-                    None => say(&format!(
-                        "extension {name} in database {database} made again in schema {schema} at PostgreSQL {}'s version",
-                        self.plan.new_major
-                    )),
-                }
-            }
-        }
-        say(&format!("extensions updated; {}", checks::helpers_again()));
-        Ok(())
-    }
-
-    /// vacuumdb --analyze-in-stages: usable statistics fast, then good
-    /// ones. 18 keeps the old statistics; only what is missing is made.
-    fn analyze(&self) -> Result<(), UpgradeError> {
-        let program = self.plan.new_bin.join("vacuumdb");
-        let mut cmd = std::process::Command::new(&program);
-        cmd.args(["--all", "--analyze-in-stages", "--quiet"])
-            .arg(format!("--jobs={}", self.plan.upgrade.jobs))
-            .arg(format!("--host={}", self.member.socket_dir.display()))
-            .arg(format!("--port={}", self.member.port))
-            .arg(format!("--username={}", self.member.superuser.username));
-        if self.plan.new_major >= 18 {
-            cmd.arg("--missing-stats-only");
-        }
-        say("rebuilding statistics in stages");
-        let out = cmd.output().map_err(UpgradeError::spawn(&program))?;
-        if !out.status.success() {
-            say(&format!(
-                "warning: vacuumdb: {}",
-                sql::last_line(&out.stderr)
-            ));
-        }
-        Ok(())
-    }
-}
-
-/// Extensions whose updates trip over each other (pg_stat_kcache's views
-/// stand on pg_stat_statements', and its own update script drops a view
-/// another of its views needs). Their counters do not outlive a major
-/// anyway: when their update fails they are dropped and made again.
-const REMADE: [&str; 2] = ["pg_stat_statements", "pg_stat_kcache"];
-
-/// Runs `action` on every item, again on those that failed for as long
-/// as some succeed (one may wait for another); what still fails.
-fn retried<'a, T>(
-    items: &[&'a T],
-    mut action: impl FnMut(&T) -> Result<String, UpgradeError>,
-) -> Vec<(&'a T, UpgradeError)> {
-    let mut pending: Vec<&'a T> = items.to_vec();
-    loop {
-        let before = pending.len();
-        let mut failed = Vec::new();
-        for item in pending {
-            if let Err(e) = action(item) {
-                failed.push((item, e));
-            }
-        }
-        if failed.is_empty() || failed.len() == before {
-            return failed;
-        }
-        pending = failed.into_iter().map(|(item, _)| item).collect();
-    }
 }
 
 fn step(what: &str, reason: &str) -> UpgradeError {
@@ -782,26 +656,6 @@ fn lock(path: &Path) -> Result<Flock<File>, UpgradeError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn an_action_is_retried_while_others_succeed() {
-        // b succeeds only once a has; c never does.
-        let items = ["b", "a", "c"];
-        let refs: Vec<&&str> = items.iter().collect();
-        let mut done = Vec::new();
-        let failed = retried(&refs, |item| {
-            let ready = *item == "a" || (*item == "b" && done.contains(&"a"));
-            if ready {
-                done.push(*item);
-                Ok(String::new())
-            } else {
-                Err(step("test", item))
-            }
-        });
-        assert_eq!(done, ["a", "b"]);
-        assert_eq!(failed.len(), 1);
-        assert_eq!(*failed[0].0, "c");
-    }
 
     #[test]
     fn one_upgrade_at_a_time() {

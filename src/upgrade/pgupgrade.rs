@@ -243,6 +243,20 @@ fn failure(stdout: &str) -> String {
 
 /// `pg_controldata` of a stopped data directory: (state, latest checkpoint).
 pub(crate) fn control_data(bin_dir: &Path, data: &Path) -> Result<(String, String), UpgradeError> {
+    let [state, checkpoint] = control_values(
+        bin_dir,
+        data,
+        ["Database cluster state", "Latest checkpoint location"],
+    )?;
+    Ok((state, checkpoint))
+}
+
+/// Fields of `pg_controldata` (empty when it has none of that name).
+pub(crate) fn control_values<const N: usize>(
+    bin_dir: &Path,
+    data: &Path,
+    names: [&str; N],
+) -> Result<[String; N], UpgradeError> {
     let program = bin_dir.join("pg_controldata");
     let out = Command::new(&program)
         .arg(data)
@@ -256,16 +270,12 @@ pub(crate) fn control_data(bin_dir: &Path, data: &Path) -> Result<(String, Strin
         });
     }
     let text = String::from_utf8_lossy(&out.stdout);
-    let field = |name: &str| {
+    Ok(names.map(|name| {
         text.lines()
             .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
             .map(|v| v.trim().to_owned())
             .unwrap_or_default()
-    };
-    Ok((
-        field("Database cluster state"),
-        field("Latest checkpoint location"),
-    ))
+    }))
 }
 
 /// Stops the server of `data` cleanly (fast: sessions are ended).
