@@ -41,22 +41,7 @@ impl Cluster {
             ],
         );
         let nodes = (1..=size)
-            .map(|i| {
-                let ip = format!("--ip=10.89.{subnet}.{}", 10 + i);
-                let etcd = format!("ETCD3_HOSTS=10.89.{subnet}.10:2379");
-                let mut all = vec![
-                    &network,
-                    &ip,
-                    "-e",
-                    "SCOPE=upgrade",
-                    "-e",
-                    "PGVERSION=15",
-                    "-e",
-                    &etcd,
-                ];
-                all.extend_from_slice(options);
-                Container::run(image, &format!("node{i}"), &all, &[])
-            })
+            .map(|i| member(&net, subnet, i, "upgrade", "15", options))
             .collect();
         let cluster = Cluster {
             nodes,
@@ -123,6 +108,35 @@ impl Cluster {
             );
         }
     }
+}
+
+/// Member `i` of `scope` on `pgversion`, at 10.89.`subnet`.(10 + i) with
+/// the network's etcd; `options` go to its `run`.
+fn member(
+    net: &Network,
+    subnet: u8,
+    i: usize,
+    scope: &str,
+    pgversion: &str,
+    options: &[&str],
+) -> Container {
+    let network = format!("--network={}", net.name);
+    let ip = format!("--ip=10.89.{subnet}.{}", 10 + i);
+    let etcd = format!("ETCD3_HOSTS=10.89.{subnet}.10:2379");
+    let scope = format!("SCOPE={scope}");
+    let pgversion = format!("PGVERSION={pgversion}");
+    let mut all = vec![
+        network.as_str(),
+        &ip,
+        "-e",
+        &scope,
+        "-e",
+        &pgversion,
+        "-e",
+        &etcd,
+    ];
+    all.extend_from_slice(options);
+    Container::run(image(), &format!("node{i}"), &all, &[])
 }
 
 /// The operator's command on `node`: output, stderr, the last line.
@@ -386,5 +400,190 @@ fn a_failed_pg_upgrade_rolls_back_and_a_replica_that_cannot_sync_is_made_anew() 
     assert_eq!(
         last["database"]["id"], db17["id"],
         "the last backup is of 17: {info}"
+    );
+}
+
+/// The backups `node` lists: (type, major) of each.
+fn backups(node: &Container) -> Vec<(String, String)> {
+    let list = node.exec(&["spilo", "backup", "list", "--json"]);
+    let info: serde_json::Value = serde_json::from_slice(&list.stdout).unwrap_or_default();
+    let stanza = &info[0];
+    let version = |id: &serde_json::Value| {
+        stanza["db"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|db| db["id"] == *id)
+            .and_then(|db| db["version"].as_str())
+            .unwrap_or_default()
+            .to_owned()
+    };
+    stanza["backup"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|b| {
+            (
+                b["type"].as_str().unwrap_or_default().to_owned(),
+                version(&b["database"]["id"]),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn a_clone_of_an_older_major_is_upgraded_before_it_opens() {
+    let _serial = serial();
+    let repository = tempfile::tempdir().expect("a repository");
+    std::fs::set_permissions(
+        repository.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o1777),
+    )
+    .expect("chmod");
+    let volume = format!("{}:/backups", repository.path().display());
+    let backups_on = ["-v", &volume, "-e", "WAL_LOCAL_PATH=/backups"];
+    let source = Cluster::start(92, 1, &backups_on);
+    let leader = source.wait_streaming(Duration::from_secs(60));
+    let rows = fill(leader);
+    wait_for(
+        Duration::from_secs(300),
+        "a full backup of PostgreSQL 15",
+        || {
+            backups(leader)
+                .contains(&("full".into(), "15".into()))
+                .then_some(())
+        },
+        || format!("{:?}\n{}", backups(leader), leader.logs()),
+    );
+    leader
+        .sql("INSERT INTO places (name) VALUES ('before the target')")
+        .expect("insert");
+    std::thread::sleep(Duration::from_secs(2));
+    let target = leader
+        .sql("SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS') || '+00'")
+        .expect("the target time");
+    std::thread::sleep(Duration::from_secs(2));
+    leader
+        .sql("INSERT INTO places (name) VALUES ('after the target')")
+        .expect("insert");
+    let segment = leader
+        .sql("SELECT pg_walfile_name(pg_switch_wal())")
+        .expect("switch");
+    wait_for(
+        Duration::from_secs(120),
+        "the last segment archived",
+        || {
+            let archived = leader
+                .sql("SELECT coalesce(last_archived_wal, '') FROM pg_stat_archiver")
+                .ok()?;
+            (archived >= segment).then_some(())
+        },
+        || leader.logs(),
+    );
+
+    // Two members of a clone on 18, as the operator makes them from a
+    // manifest with `clone: {cluster: upgrade, timestamp: ...}`.
+    let Cluster {
+        nodes: _source,
+        _etcd,
+        _net,
+    } = source;
+    let clone_env = [
+        "CLONE_METHOD=CLONE_WITH_WALE".to_owned(),
+        "CLONE_SCOPE=upgrade".to_owned(),
+        "CLONE_WAL_LOCAL_PATH=/backups".to_owned(),
+        format!("CLONE_TARGET_TIME={target}"),
+    ];
+    let mut options: Vec<&str> = backups_on.to_vec();
+    for var in &clone_env {
+        options.extend(["-e", var]);
+    }
+    let clone = Cluster {
+        nodes: (2..=3)
+            .map(|i| member(&_net, 92, i, "upgraded", "18", &options))
+            .collect(),
+        _etcd,
+        _net,
+    };
+    let primary = clone.wait_streaming(Duration::from_secs(600));
+    assert_eq!(clone.majors(), vec!["18".to_owned(); 2]);
+    let logs = primary.logs();
+    assert!(
+        logs.contains("the clone was PostgreSQL 15 and runs PostgreSQL 18"),
+        "{logs}"
+    );
+    // The state at the target: every row before it, none after.
+    clone.every_member_has(&(rows + 1).to_string());
+    assert_eq!(
+        primary
+            .sql("SELECT count(*) FROM places WHERE name = 'after the target'")
+            .as_deref(),
+        Ok("0")
+    );
+    let postgis = primary
+        .sql("SELECT postgis_full_version()")
+        .expect("postgis");
+    assert!(postgis.contains("PGSQL=\"180\""), "{postgis}");
+    assert!(primary.sql("SELECT count(*) FROM near_origin").is_ok());
+    assert!(
+        primary
+            .sql("SELECT count(*) >= 0 FROM pg_stat_statements")
+            .is_ok()
+    );
+    let repack = primary.exec(&[
+        "/usr/lib/postgresql/18/bin/pg_repack",
+        "-h",
+        "/run/postgresql",
+        "-U",
+        "postgres",
+        "-d",
+        "postgres",
+        "-t",
+        "places",
+    ]);
+    assert!(
+        repack.status.success(),
+        "pg_repack: {}",
+        String::from_utf8_lossy(&repack.stderr)
+    );
+    // Started with Patroni's settings: nothing waits for a restart.
+    assert_eq!(
+        primary
+            .sql("SELECT string_agg(name, ', ') FROM pg_settings WHERE pending_restart")
+            .as_deref(),
+        Ok("")
+    );
+    let patroni = primary.api("/patroni").expect("/patroni");
+    assert!(patroni["pending_restart"] != true, "{patroni}");
+    assert!(
+        primary
+            .sql("SELECT pg_is_in_recovery()")
+            .is_ok_and(|v| v == "f")
+    );
+    for path in ["recovery.signal", "standby.signal"] {
+        let found = primary.exec(&[
+            "test",
+            "-e",
+            &format!("/home/postgres/pgdata/pgroot/pgdata/{path}"),
+        ]);
+        assert!(!found.status.success(), "{path} is left");
+    }
+    for dir in ["pgdata_old", "pgdata_new"] {
+        let found = primary.exec(&["test", "-e", &format!("/home/postgres/pgdata/pgroot/{dir}")]);
+        assert!(!found.status.success(), "{dir} is left");
+    }
+    primary
+        .sql("INSERT INTO places (name) VALUES ('in the clone')")
+        .expect("the clone takes writes");
+    // Its own archive and backups, of 18.
+    wait_for(
+        Duration::from_secs(300),
+        "the clone's first backup, of 18",
+        || {
+            backups(primary)
+                .contains(&("full".into(), "18".into()))
+                .then_some(())
+        },
+        || format!("{:?}\n{}", backups(primary), primary.logs()),
     );
 }
