@@ -25,6 +25,9 @@ pub struct Basebackup {
     pub waldir: Option<PathBuf>,
     /// The source's connection string (its password in a pgpass file).
     pub source: String,
+    /// A clone's bootstrap (not a replica method): a source of an older
+    /// major is copied with its programs and upgraded.
+    pub upgrade: Option<Upgradable>,
 }
 
 /// A restore from the source's repository: pgBackRest's restore command
@@ -79,6 +82,10 @@ pub enum CloneError {
         "the source runs PostgreSQL {source_major}, this cluster {major} (PGVERSION): a clone or standby needs the source's major; nothing was copied"
     )]
     Major { source_major: u32, major: u32 },
+    #[error(
+        "the source runs PostgreSQL {source_major}, this cluster {major} (PGVERSION): a clone needs the source's major or an older one this image has installed (and no PGWAL); nothing was copied"
+    )]
+    NotUpgradable { source_major: u32, major: u32 },
     #[error("the copy in {} is not PostgreSQL {major}: PG_VERSION says {found:?}", path.display())]
     Copied {
         path: PathBuf,
@@ -101,18 +108,32 @@ fn output_suffix(output: &str) -> String {
 /// streamed), and checks the copy.
 pub fn basebackup(clone: &Basebackup) -> Result<(), CloneError> {
     let source_major = source_major(clone)?;
-    if source_major != clone.major {
-        return Err(CloneError::Major {
-            source_major,
-            major: clone.major,
-        });
-    }
+    let older_bin = clone.upgrade.as_ref().and_then(|upgradable| {
+        (source_major < clone.major && clone.waldir.is_none())
+            .then(|| crate::upgrade::restored::installed(&upgradable.postgres_root, source_major))?
+    });
+    let bin_dir = match (&older_bin, &clone.upgrade) {
+        _ if source_major == clone.major => &clone.bin_dir,
+        (Some(older), Some(_)) => older,
+        (None, Some(_)) => {
+            return Err(CloneError::NotUpgradable {
+                source_major,
+                major: clone.major,
+            });
+        }
+        (_, None) => {
+            return Err(CloneError::Major {
+                source_major,
+                major: clone.major,
+            });
+        }
+    };
     eprintln!(
         "basebackup: copying PostgreSQL {source_major} from {} into {}",
         clone.source,
         clone.pgdata.display()
     );
-    let program = clone.bin_dir.join("pg_basebackup");
+    let program = bin_dir.join("pg_basebackup");
     let mut command = Command::new(&program);
     command
         .arg("--pgdata")
@@ -123,8 +144,13 @@ pub fn basebackup(clone: &Basebackup) -> Result<(), CloneError> {
         command.arg("--waldir").arg(waldir);
     }
     status(&program, &mut command)?;
-    copied_major(&clone.pgdata, clone.major)?;
+    copied_major(&clone.pgdata, source_major)?;
     eprintln!("basebackup: copied");
+    if let (Some(_), Some(upgradable)) = (&older_bin, &clone.upgrade) {
+        let done =
+            crate::upgrade::restored::upgrade(&upgradable.config, &upgradable.postgres_root)?;
+        eprintln!("basebackup: {done}");
+    }
     Ok(())
 }
 
@@ -337,6 +363,7 @@ mod tests {
             pgdata: dir.join("pgdata"),
             waldir: None,
             source: "host=source user=standby".into(),
+            upgrade: None,
         }
     }
 
@@ -350,6 +377,41 @@ mod tests {
             "the source runs PostgreSQL 15, this cluster 17 (PGVERSION): a clone or standby needs the source's major; nothing was copied"
         );
         assert!(untouched(&clone.pgdata));
+    }
+
+    #[test]
+    fn a_clones_older_source_is_copied_with_its_own_programs_then_upgraded() {
+        let root = tempfile::tempdir().unwrap();
+        let older = fake_bin(&root.path().join("15"), "150018", "15");
+        for program in ["postgres", "pg_ctl", "pg_controldata"] {
+            fs::write(older.join(program), "").unwrap();
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let upgradable = || {
+            Some(Upgradable {
+                config: dir.path().join("postgres.yml"),
+                postgres_root: root.path().to_owned(),
+            })
+        };
+        // Asked with this major's psql, copied with 15's pg_basebackup,
+        // handed to the upgrade (which finds no configuration here).
+        let mut clone = spec(dir.path(), fake_bin(dir.path(), "150018", "17"));
+        clone.upgrade = upgradable();
+        let err = basebackup(&clone).unwrap_err().to_string();
+        assert!(err.starts_with("upgrading the restored copy: "), "{err}");
+        assert_eq!(
+            fs::read_to_string(clone.pgdata.join("PG_VERSION")).unwrap(),
+            "15\n"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let mut newer = spec(dir.path(), fake_bin(dir.path(), "180001", "18"));
+        newer.upgrade = upgradable();
+        let err = basebackup(&newer).unwrap_err().to_string();
+        assert!(
+            err.contains("an older one this image has installed"),
+            "{err}"
+        );
+        assert!(untouched(&newer.pgdata));
     }
 
     #[test]

@@ -114,6 +114,8 @@ enum Command {
         /// The source's connection string.
         #[arg(long, alias = "connstring")]
         source: String,
+        #[command(flatten)]
+        upgrade: UpgradeArgs,
         /// Patroni's other parameters of a replica method, not needed.
         #[arg(long = "scope", hide = true)]
         _scope: Option<String>,
@@ -130,17 +132,34 @@ enum Command {
         pgdata: PathBuf,
         #[arg(long)]
         stanza: String,
-        /// A clone's Patroni configuration: backups of an older major are
-        /// restored, recovered with its programs and upgraded.
-        #[arg(long)]
-        upgrade_with: Option<PathBuf>,
-        /// Where the majors are installed.
-        #[arg(long, default_value = POSTGRES_ROOT)]
-        postgres_root: PathBuf,
+        #[command(flatten)]
+        upgrade: UpgradeArgs,
         /// pgBackRest's restore command, after `--`.
         #[arg(last = true, required = true)]
         command: Vec<String>,
     },
+}
+
+/// A clone's bootstrap: a source of an older major that this image has
+/// is copied with its programs, recovered and upgraded.
+#[derive(clap::Args)]
+struct UpgradeArgs {
+    /// The clone's Patroni configuration (none for a standby or a replica).
+    #[arg(long)]
+    upgrade_with: Option<PathBuf>,
+    /// Where the majors are installed.
+    #[arg(long, default_value = POSTGRES_ROOT)]
+    postgres_root: PathBuf,
+}
+
+impl UpgradeArgs {
+    fn upgradable(self) -> Option<clone::Upgradable> {
+        let postgres_root = self.postgres_root;
+        self.upgrade_with.map(|config| clone::Upgradable {
+            config,
+            postgres_root,
+        })
+    }
 }
 
 #[derive(Subcommand)]
@@ -307,6 +326,7 @@ fn main() -> ExitCode {
             pgdata,
             waldir,
             source,
+            upgrade,
             ..
         } => clone_exit(
             "basebackup",
@@ -316,14 +336,14 @@ fn main() -> ExitCode {
                 pgdata,
                 waldir,
                 source,
+                upgrade: upgrade.upgradable(),
             }),
         ),
         Command::CloneRestore {
             major,
             pgdata,
             stanza,
-            upgrade_with,
-            postgres_root,
+            upgrade,
             command,
         } => clone_exit(
             "clone-restore",
@@ -332,10 +352,7 @@ fn main() -> ExitCode {
                 pgdata,
                 stanza,
                 command,
-                upgrade: upgrade_with.map(|config| clone::Upgradable {
-                    config,
-                    postgres_root,
-                }),
+                upgrade: upgrade.upgradable(),
             }),
         ),
         Command::Backup { backup: command } => {

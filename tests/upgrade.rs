@@ -586,4 +586,53 @@ fn a_clone_of_an_older_major_is_upgraded_before_it_opens() {
         },
         || format!("{:?}\n{}", backups(primary), primary.logs()),
     );
+
+    // A clone on 17 copied from the running source on 15.
+    let copy = member(
+        &clone._net,
+        92,
+        4,
+        "copied",
+        "17",
+        &[
+            "-e",
+            "CLONE_METHOD=CLONE_WITH_BASEBACKUP",
+            "-e",
+            "CLONE_HOST=10.89.92.11",
+            "-e",
+            "CLONE_USER=standby",
+            "-e",
+            "CLONE_PASSWORD=standby",
+        ],
+    );
+    wait_for(
+        Duration::from_secs(600),
+        "the copy leads, on 17",
+        || {
+            let leads = members(&copy)
+                .values()
+                .any(|(role, state)| role == "leader" && state == "running");
+            let major = copy
+                .sql("SELECT current_setting('server_version_num')::int / 10000")
+                .ok()?;
+            (leads && major == "17").then_some(())
+        },
+        || copy.logs(),
+    );
+    let logs = copy.logs();
+    assert!(
+        logs.contains("the clone was PostgreSQL 15 and runs PostgreSQL 17"),
+        "{logs}"
+    );
+    assert_eq!(
+        copy.sql("SELECT count(*) FROM places").as_deref(),
+        Ok((rows + 2).to_string().as_str())
+    );
+    assert_eq!(
+        copy.sql("SELECT string_agg(name, ', ') FROM pg_settings WHERE pending_restart")
+            .as_deref(),
+        Ok("")
+    );
+    copy.sql("INSERT INTO places (name) VALUES ('in the copy')")
+        .expect("the copy takes writes");
 }

@@ -42,8 +42,9 @@ pub(crate) fn method(config: &Config, clone: &BasebackupClone) -> Value {
         ));
     }
     command.push_str(&format!(
-        " --source {}",
-        shell_quote(&conninfo(config, clone))
+        " --source {} --upgrade-with {}",
+        shell_quote(&conninfo(config, clone)),
+        shell_quote(&config.paths.patroni_config().display().to_string())
     ));
     json!({
         "command": command,
@@ -108,9 +109,10 @@ mod tests {
         assert!(command.contains(" basebackup --major "), "{command}");
         assert!(
             command.ends_with(&format!(
-                " --source 'host=acid-source.default port=5432 user=standby dbname=postgres application_name={} passfile={}'",
+                " --source 'host=acid-source.default port=5432 user=standby dbname=postgres application_name={} passfile={}' --upgrade-with {}",
                 config.identity.name,
-                config.paths.clone_pgpass().display()
+                config.paths.clone_pgpass().display(),
+                config.paths.patroni_config().display()
             )),
             "{command}"
         );
