@@ -220,7 +220,10 @@ impl Old {
         let started = Instant::now();
         let mut said = Instant::now();
         let user = wait(RECOVERY_LIMIT, || {
-            if !self.data.join("postmaster.pid").exists() {
+            // pg_ctl -W does not wait for the postmaster's pid file.
+            if started.elapsed() > Duration::from_secs(10)
+                && !self.data.join("postmaster.pid").exists()
+            {
                 return Some(Err(step(
                     "the recovery",
                     &format!("{} ({})", self.reason(), self.log.display()),
