@@ -139,6 +139,19 @@ fn member(
     Container::run(image(), &format!("node{i}"), &all, &[])
 }
 
+/// A directory for a posix backup repository, and its volume option
+/// (mounted at /backups).
+fn repository() -> (tempfile::TempDir, String) {
+    let repository = tempfile::tempdir().expect("a repository");
+    std::fs::set_permissions(
+        repository.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o1777),
+    )
+    .expect("chmod");
+    let volume = format!("{}:/backups", repository.path().display());
+    (repository, volume)
+}
+
 /// The operator's command on `node`: output, stderr, the last line.
 fn inplace_upgrade(node: &Container, major: u32, members: usize) -> (Output, String) {
     let script = format!("/usr/bin/python3 /scripts/inplace_upgrade.py {members}");
@@ -181,6 +194,37 @@ fn fill(leader: &Container) -> u32 {
         leader.sql(sql).unwrap_or_else(|e| panic!("{sql}: {e}"));
     }
     100_000
+}
+
+/// PostGIS runs the new major's library, the view on it reads,
+/// pg_stat_statements answers and pg_repack repacks.
+fn the_data_set_works_on(node: &Container, major: u32) {
+    let postgis = node.sql("SELECT postgis_full_version()").expect("postgis");
+    assert!(
+        postgis.contains(&format!("PGSQL=\"{major}0\"")),
+        "{postgis}"
+    );
+    assert!(node.sql("SELECT count(*) FROM near_origin").is_ok());
+    assert!(
+        node.sql("SELECT count(*) >= 0 FROM pg_stat_statements")
+            .is_ok()
+    );
+    let repack = node.exec(&[
+        &format!("/usr/lib/postgresql/{major}/bin/pg_repack"),
+        "-h",
+        "/run/postgresql",
+        "-U",
+        "postgres",
+        "-d",
+        "postgres",
+        "-t",
+        "places",
+    ]);
+    assert!(
+        repack.status.success(),
+        "pg_repack on {major}: {}",
+        String::from_utf8_lossy(&repack.stderr)
+    );
 }
 
 #[test]
@@ -263,35 +307,7 @@ fn three_members_go_from_15_to_17_to_18() {
             .expect("the new major takes writes");
         rows += 1;
         cluster.every_member_has(&rows.to_string());
-        let postgis = leader
-            .sql("SELECT postgis_full_version()")
-            .expect("postgis");
-        assert!(
-            postgis.contains(&format!("PGSQL=\"{major}0\"")),
-            "{postgis}"
-        );
-        assert!(leader.sql("SELECT count(*) FROM near_origin").is_ok());
-        assert!(
-            leader
-                .sql("SELECT count(*) > 0 FROM pg_stat_statements")
-                .is_ok()
-        );
-        let repack = leader.exec(&[
-            &format!("/usr/lib/postgresql/{major}/bin/pg_repack"),
-            "-h",
-            "/run/postgresql",
-            "-U",
-            "postgres",
-            "-d",
-            "postgres",
-            "-t",
-            "places",
-        ]);
-        assert!(
-            repack.status.success(),
-            "pg_repack on {major}: {}",
-            String::from_utf8_lossy(&repack.stderr)
-        );
+        the_data_set_works_on(leader, major);
         let analyzed = leader
             .sql("SELECT count(*) FROM pg_stats WHERE tablename = 'places'")
             .expect("statistics");
@@ -323,13 +339,7 @@ fn three_members_go_from_15_to_17_to_18() {
 fn a_failed_pg_upgrade_rolls_back_and_a_replica_that_cannot_sync_is_made_anew() {
     let _serial = serial();
     // Backups on: the upgrade ends with a full backup of the new major.
-    let repository = tempfile::tempdir().expect("a repository");
-    std::fs::set_permissions(
-        repository.path(),
-        std::os::unix::fs::PermissionsExt::from_mode(0o1777),
-    )
-    .expect("chmod");
-    let volume = format!("{}:/backups", repository.path().display());
+    let (_repository, volume) = repository();
     let cluster = Cluster::start(91, 2, &["-v", &volume, "-e", "WAL_LOCAL_PATH=/backups"]);
     let leader = cluster.wait_streaming(Duration::from_secs(60));
     let replica = cluster
@@ -434,13 +444,7 @@ fn backups(node: &Container) -> Vec<(String, String)> {
 #[test]
 fn a_clone_of_an_older_major_is_upgraded_before_it_opens() {
     let _serial = serial();
-    let repository = tempfile::tempdir().expect("a repository");
-    std::fs::set_permissions(
-        repository.path(),
-        std::os::unix::fs::PermissionsExt::from_mode(0o1777),
-    )
-    .expect("chmod");
-    let volume = format!("{}:/backups", repository.path().display());
+    let (_repository, volume) = repository();
     let backups_on = ["-v", &volume, "-e", "WAL_LOCAL_PATH=/backups"];
     let source = Cluster::start(92, 1, &backups_on);
     let leader = source.wait_streaming(Duration::from_secs(60));
@@ -520,32 +524,7 @@ fn a_clone_of_an_older_major_is_upgraded_before_it_opens() {
             .as_deref(),
         Ok("0")
     );
-    let postgis = primary
-        .sql("SELECT postgis_full_version()")
-        .expect("postgis");
-    assert!(postgis.contains("PGSQL=\"180\""), "{postgis}");
-    assert!(primary.sql("SELECT count(*) FROM near_origin").is_ok());
-    assert!(
-        primary
-            .sql("SELECT count(*) >= 0 FROM pg_stat_statements")
-            .is_ok()
-    );
-    let repack = primary.exec(&[
-        "/usr/lib/postgresql/18/bin/pg_repack",
-        "-h",
-        "/run/postgresql",
-        "-U",
-        "postgres",
-        "-d",
-        "postgres",
-        "-t",
-        "places",
-    ]);
-    assert!(
-        repack.status.success(),
-        "pg_repack: {}",
-        String::from_utf8_lossy(&repack.stderr)
-    );
+    the_data_set_works_on(primary, 18);
     // Started with Patroni's settings: nothing waits for a restart.
     assert_eq!(
         primary
