@@ -307,9 +307,13 @@ fn start_for_patroni(member: &Member, server: &Server) -> Result<(), UpgradeErro
         &data.join("postgresql.base.conf"),
     )?;
     let known = known_settings(&server.bin_dir)?;
+    // The recovery settings too, inert without a signal file: Patroni's
+    // post_bootstrap writes them once more before it drops them, and a
+    // server without them would then wait for a restart.
     let mut settings: Vec<(String, String)> = member
         .server_parameters()
         .into_iter()
+        .chain(member.bootstrap_recovery())
         .filter(|(name, _)| name.contains('.') || known.contains(name))
         .collect();
     for (name, file) in [("hba_file", "pg_hba.conf"), ("ident_file", "pg_ident.conf")] {
