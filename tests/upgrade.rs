@@ -15,6 +15,8 @@ use image_support::{Container, Network, image, members, serial, wait_for};
 /// A cluster of `size` members on 15 in a network of its own.
 struct Cluster {
     nodes: Vec<Container>,
+    /// Members of another cluster in the same network, gone first.
+    _others: Vec<Container>,
     _etcd: Container,
     _net: Network,
 }
@@ -45,6 +47,7 @@ impl Cluster {
             .collect();
         let cluster = Cluster {
             nodes,
+            _others: Vec::new(),
             _etcd: etcd,
             _net: net,
         };
@@ -488,9 +491,10 @@ fn a_clone_of_an_older_major_is_upgraded_before_it_opens() {
     // Two members of a clone on 18, as the operator makes them from a
     // manifest with `clone: {cluster: upgrade, timestamp: ...}`.
     let Cluster {
-        nodes: _source,
+        nodes: source,
         _etcd,
         _net,
+        ..
     } = source;
     let clone_env = [
         "CLONE_METHOD=CLONE_WITH_WALE".to_owned(),
@@ -506,6 +510,7 @@ fn a_clone_of_an_older_major_is_upgraded_before_it_opens() {
         nodes: (2..=3)
             .map(|i| member(&_net, 92, i, "upgraded", "18", &options))
             .collect(),
+        _others: source,
         _etcd,
         _net,
     };
