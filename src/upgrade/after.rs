@@ -17,10 +17,10 @@ pub(crate) struct Server {
 }
 
 /// ALTER EXTENSION ... UPDATE everywhere. The ones the checks found
-/// re-created, and those whose updates trip over each other
-/// (`REMADE`), are dropped and created again in their schema; then the
-/// caller makes the database helpers again. Failures are reported, not fatal:
-/// the cluster runs the new major already.
+/// re-created, and those whose updates trip over each other (`REMADE`),
+/// are dropped and created again in their schema; the caller makes the
+/// database helpers again after. Failures are reported, not fatal: the
+/// cluster runs the new major already.
 pub(crate) fn update_extensions(
     local: &Psql,
     recreated: &[(String, String)],
@@ -31,8 +31,8 @@ pub(crate) fn update_extensions(
             continue;
         };
         let db = local.database(database);
-        // The helper's row type is pg_stat_statements' view, which
-        // its update replaces; the hooks below make it again.
+        // The helper's row type is pg_stat_statements' view, which its
+        // update replaces; the helpers, made again after, bring it back.
         if let Err(e) =
             db.value("DROP FUNCTION IF EXISTS metric_helpers.pg_stat_statements(boolean) CASCADE")
         {
