@@ -352,13 +352,14 @@ fn a_failed_pg_upgrade_rolls_back_and_a_replica_that_cannot_sync_is_made_anew() 
         .expect("a replica");
     let mut rows = fill(leader);
     // pg_upgrade itself fails after every check passed: a watcher in the
-    // container kills its schema restore into the new cluster.
+    // container kills its schema restore into the new cluster (the dump's
+    // restore, not --check's `pg_restore -V`).
     let watcher = leader.exec_with(
         &["-d"],
         &[
             "sh",
             "-c",
-            "for i in $(seq 1200); do pkill -9 -f 'pg_restor[e]' && break; sleep 0.05; done",
+            "for i in $(seq 1200); do pkill -9 -f 'pg_restor[e].*pg_upgrade_dump' && break; sleep 0.05; done",
         ],
     );
     assert!(watcher.status.success());
