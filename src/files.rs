@@ -60,6 +60,14 @@ pub(crate) fn remove_dir_if_present(dir: &Path) -> Result<(), IoError> {
     }
 }
 
+/// Removes a file; one that is not there is no error.
+pub(crate) fn remove_file_if_present(path: &Path) -> Result<(), IoError> {
+    match fs::remove_file(path) {
+        Err(e) if e.kind() != ErrorKind::NotFound => Err(IoError::at("remove", path)(e)),
+        _ => Ok(()),
+    }
+}
+
 /// Creates missing parents, owned like the files in them.
 fn ensure_dir(dir: &Path, owner: Owner) -> Result<(), IoError> {
     if dir.is_dir() {

@@ -108,7 +108,7 @@ pub fn upgrade(config: &Path, postgres_root: &Path) -> Result<String, UpgradeErr
         remove_file(&work.join("delete_old_cluster.sh"))?;
         Ok((user, extensions.recreated, upgrade.jobs))
     });
-    let (user, recreated, jobs) = upgraded.inspect_err(|_| old.stop_if_running())?;
+    let (user, recreated, jobs) = upgraded.inspect_err(|_| stop_if_running(&old.bin, &data))?;
     let server = Server {
         major: new_major,
         bin_dir: new_bin.clone(),
@@ -116,11 +116,7 @@ pub fn upgrade(config: &Path, postgres_root: &Path) -> Result<String, UpgradeErr
         port: member.port,
         user,
     };
-    start_for_patroni(&member, &server).inspect_err(|_| {
-        if data.join("postmaster.pid").exists() {
-            let _ = stop(&new_bin, &data);
-        }
-    })?;
+    start_for_patroni(&member, &server).inspect_err(|_| stop_if_running(&new_bin, &data))?;
     let local = Psql::socket(&new_bin, &server.socket_dir, server.port, &server.user);
     after::update_extensions(&local, &recreated, new_major)?;
     after::analyze(&server, jobs)?;
@@ -266,12 +262,6 @@ impl Old {
         })
     }
 
-    fn stop_if_running(&self) {
-        if self.data.join("postmaster.pid").exists() {
-            let _ = stop(&self.bin, &self.data);
-        }
-    }
-
     /// Why the server stopped: its last FATAL or PANIC line.
     fn reason(&self) -> String {
         ["FATAL", "PANIC"]
@@ -376,6 +366,13 @@ fn known_settings(bin_dir: &Path) -> Result<HashSet<String>, UpgradeError> {
         .collect())
 }
 
+/// A failure's cleanup: the server of `data` stopped, if one runs.
+fn stop_if_running(bin_dir: &Path, data: &Path) {
+    if data.join("postmaster.pid").exists() {
+        let _ = stop(bin_dir, data);
+    }
+}
+
 /// Settings in postgresql.conf's syntax.
 fn conf(settings: &[(String, String)]) -> String {
     settings
@@ -398,12 +395,7 @@ fn write(path: &Path, text: &str) -> Result<(), UpgradeError> {
 }
 
 fn remove_file(path: &Path) -> Result<(), UpgradeError> {
-    match std::fs::remove_file(path) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-            Err(IoError::at("remove", path)(e).into())
-        }
-        _ => Ok(()),
-    }
+    Ok(crate::files::remove_file_if_present(path)?)
 }
 
 #[cfg(test)]
